@@ -1,0 +1,58 @@
+# Everything a fresh machine needs, from the project's own files.
+#   make run    train and export a first model version (grows into the whole system)
+#   make test   lint and run every test
+#   make bench  print the trainer benchmarks
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SHARED_DIR ?= ../shared
+KERAS_HOME ?= $(HOME)/.keras
+WEIGHTS := mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5
+# dataset/ once it holds class folders; until then the reference fruit photos.
+DATASET_DIR ?= $(if $(wildcard dataset/*/),dataset,$(SHARED_DIR)/datasets/fruits)
+MODEL_BASE_PATH ?= models
+MODEL_NAME ?= classifier
+
+export SHARED_DIR KERAS_HOME DATASET_DIR MODEL_BASE_PATH MODEL_NAME
+
+.PHONY: setup weights run train test lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[ml,dev]'
+	touch $@
+
+# Keras downloads the ImageNet weights into its cache on first use; machines
+# without internet get them from $(SHARED_DIR)/weights instead.
+weights:
+	@if [ ! -f "$(KERAS_HOME)/models/$(WEIGHTS)" ] && [ -f "$(SHARED_DIR)/weights/$(WEIGHTS)" ]; then \
+		mkdir -p "$(KERAS_HOME)/models" && \
+		cp "$(SHARED_DIR)/weights/$(WEIGHTS)" "$(KERAS_HOME)/models/" && \
+		echo "copied ImageNet weights into $(KERAS_HOME)/models/"; \
+	fi
+
+run: setup weights
+	@if ls -d "$(MODEL_BASE_PATH)/$(MODEL_NAME)"/[0-9]* >/dev/null 2>&1; then \
+		echo "$(MODEL_NAME) has versions in $(MODEL_BASE_PATH)/$(MODEL_NAME); 'make train' adds one"; \
+	else $(MAKE) --no-print-directory train; fi
+
+train: setup weights
+	$(BIN)/python -m trainer stats "$(DATASET_DIR)"
+	$(BIN)/python -m trainer train --data "$(DATASET_DIR)" --out "$(MODEL_BASE_PATH)" --name "$(MODEL_NAME)"
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup weights lint
+	$(BIN)/python -m pytest
+
+bench: setup weights
+	$(BIN)/python bench/train_speed.py
+	$(BIN)/python bench/recipes.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

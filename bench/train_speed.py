@@ -1,0 +1,77 @@
+"""Fast path against the reference recipe, in one process, on the same split.
+
+Reference: a plain `model.fit` over decoded images for 30 epochs with the
+base frozen, so the whole MobileNetV2 runs on every photo every epoch.
+Fast path: the base runs once per photo (plus augmented views); the head
+trains on the cached features. Both timings run from a fresh ImageNet base
+to a model scored on the test split. Prints figures, asserts nothing.
+
+    .venv/bin/python bench/train_speed.py [--data DIR] [--epochs 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from core.settings import get_settings  # noqa: E402
+from trainer import data, report  # noqa: E402
+from trainer.fit import fit_images, image_dataset  # noqa: E402
+from trainer.model import build_base, build_head, join  # noqa: E402
+from trainer.train import Recipe, degraded_accuracy, head_scores, labels_of, learn  # noqa: E402
+
+
+def main() -> None:
+    cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cli.add_argument("--data", default=str(get_settings().fruits_dir))
+    cli.add_argument("--epochs", type=int, default=30, help="reference recipe's epochs")
+    args = cli.parse_args()
+    recipe = Recipe()
+    found = data.scan(args.data, progress=False)
+    data.check_trainable(found)
+    parts = data.split(found.examples, seed=recipe.seed)
+    truth = labels_of(parts.test)
+    classes = len(found.class_names)
+    print(f"{len(found.examples)} images, {classes} classes; split "
+          f"{len(parts.train)}/{len(parts.val)}/{len(parts.test)}; {os.cpu_count()} CPUs")
+
+    base = build_base(recipe.weights)
+    started = time.perf_counter()
+    fast = learn(base, parts, classes, recipe)
+    fast_acc = report.scores_summary(truth, head_scores(fast.head, fast.features["test"]))
+    fast_seconds = time.perf_counter() - started
+    fast_degraded = degraded_accuracy(base, fast.head, parts.test)
+
+    ref_base = build_base(recipe.weights)
+    ref_head = build_head(classes, recipe.dropout)
+    reference = join(ref_base, ref_head)
+    started = time.perf_counter()
+    fit_images(reference, parts.train, parts.val, augmenter=recipe.augmenter(recipe.seed),
+               epochs=args.epochs, learning_rate=recipe.learning_rate,
+               batch_size=recipe.batch_size, seed=recipe.seed, patience=None,
+               desc="reference model.fit")
+    ref_scores = reference.predict(image_dataset(parts.test, recipe.batch_size), verbose=0)
+    ref_acc = report.scores_summary(truth, ref_scores)
+    ref_seconds = time.perf_counter() - started
+    ref_degraded = degraded_accuracy(ref_base, ref_head, parts.test)
+
+    def mean(values: dict[str, float]) -> float:
+        return sum(values.values()) / len(values)
+
+    print()
+    print(report.table(
+        [("reference: model.fit over images", f"{args.epochs} epochs", f"{ref_seconds:.1f} s",
+          report.percent(ref_acc["accuracy"]), report.percent(mean(ref_degraded))),
+         ("fast path: cached features", f"{fast.head_epochs} head epochs",
+          f"{fast_seconds:.1f} s", report.percent(fast_acc["accuracy"]),
+          report.percent(mean(fast_degraded)))],
+        ("recipe", "epochs", "wall time", "test acc", "degraded test acc")))
+    print(f"\nspeed-up: {ref_seconds / fast_seconds:.1f}x; test accuracy "
+          f"{fast_acc['accuracy'] - ref_acc['accuracy']:+.1%} (fast minus reference)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The Flask web site and JSON API (issue 4)."""

@@ -1,0 +1,1 @@
+"""TensorFlow-Serving-compatible model server (issue 3)."""

@@ -1,0 +1,77 @@
+"""What each command does and prints; the parsing lives in __main__.py."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+from trainer import data
+from trainer.report import megabytes, percent, table
+
+
+def stats(args: argparse.Namespace) -> int:
+    found = data.scan(args.data)
+    minimum = args.min_per_class or data.MIN_IMAGES_PER_CLASS
+    small = set(found.small_classes(minimum))
+    counts = found.counts()
+    rows = [(name, n, "too few to train on" if name in small else "")
+            for name, n in counts.items()]
+    rows.append(("total", sum(counts.values()), f"{len(counts)} classes"))
+    print(table(rows, ("class", "images", "")))
+    if found.bad_files:
+        print(f"\n{len(found.bad_files)} unreadable or non-image file(s):")
+        for bad in found.bad_files:
+            print(f"  {bad.path}: {bad.reason}")
+    if small:
+        print(f"\nclasses with fewer than {minimum} images: {', '.join(sorted(small))}")
+    return 0
+
+
+def train(args: argparse.Namespace) -> int:
+    from trainer.train import Recipe
+    from trainer.train import train as run_training
+
+    overrides = {
+        "weights": args.weights,
+        "fine_tune": args.fine_tune,
+        "epochs": args.epochs,
+        "fine_tune_epochs": args.fine_tune_epochs,
+        "augmented_views": args.augmented_views,
+        "seed": args.seed,
+        "min_per_class": args.min_per_class,
+    }
+    recipe = replace(Recipe(), **{k: v for k, v in overrides.items() if v is not None})
+    result = run_training(args.data, args.out / args.name, recipe,
+                          skip_bad_files=args.skip_bad_files)
+    m = result.metrics
+    print()
+    print(table([(part, percent(m[part]["accuracy"]), f"{m[part]['loss']:.3f}",
+                  m["data"]["split"][part]) for part in ("train", "val", "test")]
+                + [("test, degraded", percent(m["robustness"]["degraded_test_accuracy"]), "",
+                    m["data"]["split"]["test"])],
+                ("split", "accuracy", "loss", "images")))
+    print()
+    print(table([(name, megabytes(a["bytes"]), percent(a["test_accuracy"]), a["path"])
+                 for name, a in m["artifacts"].items()],
+                ("artifact", "size", "test accuracy", "path")))
+    print(f"\nexported {args.name} version {result.version} to {result.version_dir} "
+          f"(trained in {m['training_seconds']:.0f} s); report in {result.report_dir}")
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from trainer.evaluate import evaluate as run_evaluation
+
+    metrics, out_dir = run_evaluation(args.model, args.data, args.out)
+    rows = [(name, percent(c["precision"]), percent(c["recall"]), f"{c['f1']:.3f}", c["support"])
+            for name, c in metrics["per_class"].items()]
+    print(table(rows, ("class", "precision", "recall", "f1", "images")))
+    print(f"\naccuracy {percent(metrics['accuracy'])}, loss {metrics['loss']:.3f} on "
+          f"{metrics['data']['images']} images; metrics in {out_dir}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return {"stats": stats, "train": train, "evaluate": evaluate}[args.command](args)
+
+

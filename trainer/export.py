@@ -1,0 +1,188 @@
+"""Versioned SavedModels for TensorFlow Serving, and TFLite files for phones.
+
+Layout, as TF Serving expects it under `--model_base_path=<base>/<name>`:
+
+    <base>/<name>/<version>/          SavedModel; TF Serving owns this folder
+    <base>/<name>/reports/<version>/  metrics, plots, split lists, .tflite files
+
+A version is written under a hidden staging name and renamed into place only
+when complete and checked, so a server polling the folder never sees half a
+version. TF Serving ignores folder names that are not numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from trainer.errors import OutputError
+from trainer.images import IMAGE_SHAPE, decode_and_resize
+
+SIGNATURE = "serving_default"
+INPUT_NAME = "image_bytes"  # TF Serving's REST API base64-decodes inputs named *_bytes
+
+
+def ensure_writable(model_dir: Path) -> None:
+    """Fail before hours of training, not after, if the output cannot be written."""
+    try:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=model_dir, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write to {model_dir} ({exc.strerror or exc}): choose another --out "
+            "or make the folder writable"
+        ) from exc
+
+
+def versions(model_dir: Path) -> list[int]:
+    """Version numbers present, as TF Serving reads them (numeric folder names)."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def reserve_version(model_dir: Path) -> tuple[int, Path]:
+    """Claim the next version number by creating its report folder.
+
+    mkdir is atomic, so two trainers writing into the same model never pick the
+    same number; numbers of failed runs are not reused since their folder is gone.
+    """
+    reports = model_dir / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    while True:
+        taken = versions(model_dir) + versions(reports)
+        version = max(taken, default=0) + 1
+        try:
+            (reports / str(version)).mkdir()
+        except FileExistsError:
+            continue
+        return version, reports / str(version)
+
+
+def serving_function(model: keras.Model, class_names: Sequence[str]):
+    """Encoded image files in, class probabilities and class names out.
+
+    The names are those of TensorFlow's classification signatures; the class
+    names travel inside the model, so a client never needs a separate label file.
+    """
+    classes = tf.constant(list(class_names))
+
+    def serve(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        images = tf.map_fn(decode_and_resize, image_bytes,
+                           fn_output_signature=tf.TensorSpec(IMAGE_SHAPE, tf.float32))
+        scores = model(images, training=False)
+        batch = tf.shape(scores)[0]
+        return {"scores": scores, "classes": tf.tile(classes[tf.newaxis], [batch, 1])}
+
+    return serve
+
+
+def write_saved_model(model: keras.Model, class_names: Sequence[str], path: Path) -> None:
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name=SIGNATURE,
+        fn=serving_function(model, class_names),
+        input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)],
+    )
+    archive.write_out(str(path), verbose=False)
+
+
+def predict_bytes(saved_model_dir: Path, images: Sequence[bytes],
+                  batch_size: int = 32) -> tuple[np.ndarray, list[str]]:
+    """Scores [N, C] and class names from an exported version, through its signature."""
+    serve = tf.saved_model.load(str(saved_model_dir)).signatures[SIGNATURE]
+    scores, names = [], None
+    for start in range(0, len(images), batch_size):
+        out = serve(**{INPUT_NAME: tf.constant(list(images[start:start + batch_size]))})
+        scores.append(out["scores"].numpy())
+        names = [c.decode() for c in out["classes"].numpy()[0]]
+    return np.concatenate(scores), names or []
+
+
+def verify(saved_model_dir: Path, expected: np.ndarray, class_names: Sequence[str],
+           images: Sequence[bytes]) -> np.ndarray:
+    """The export must answer as the trained model did before Serving may see it.
+
+    `expected` are the trained model's scores for `images`; returns the export's.
+    """
+    served, names = predict_bytes(saved_model_dir, images)
+    if names != list(class_names) or not np.allclose(served, expected, atol=1e-3):
+        raise RuntimeError(f"exported model at {saved_model_dir} disagrees with the trained one")
+    return served
+
+
+def publish(staging: Path, model_dir: Path, version: int) -> Path:
+    """Atomically move a finished version into the folder Serving polls."""
+    final = model_dir / str(version)
+    os.rename(staging, final)
+    return final
+
+
+def staging_dir(model_dir: Path, version: int) -> Path:
+    return model_dir / f".staging-{version}-{os.getpid()}"
+
+
+def discard(*paths: Path) -> None:
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def size_on_disk(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def tflite_model(model: keras.Model, quantization: str,
+                 representative: np.ndarray | None = None) -> bytes:
+    """A TFLite flatbuffer taking decoded pixels [1, 224, 224, 3] in [0, 255].
+
+    float16 halves the file at no measurable accuracy cost; int8 quantizes weights
+    and activations, calibrated on training photos, for integer-only hardware.
+    Inputs and outputs stay float32 so that an app feeds both files the same way.
+    """
+    with tempfile.TemporaryDirectory() as pixels_model:
+        # The converter freezes Keras 3 variables only when given a SavedModel.
+        model.export(pixels_model, format="tf_saved_model", verbose=False,
+                     input_signature=[tf.TensorSpec([1, *IMAGE_SHAPE], tf.float32)])
+        converter = tf.lite.TFLiteConverter.from_saved_model(pixels_model)
+        return _convert(converter, quantization, representative)
+
+
+def _convert(converter: tf.lite.TFLiteConverter, quantization: str,
+             representative: np.ndarray | None) -> bytes:
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "int8":
+        if representative is None:
+            raise ValueError("int8 quantization needs representative images")
+        converter.representative_dataset = lambda: ([image[np.newaxis]] for image in representative)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    else:
+        raise ValueError(f"unknown quantization {quantization!r}")
+    return converter.convert()
+
+
+def tflite_predict(flatbuffer: bytes, pixels: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():  # TF 2.21 still ships it; LiteRT is the same runtime
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+        interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    scores = []
+    for image in pixels:
+        interpreter.set_tensor(inp["index"], image[np.newaxis].astype(np.float32))
+        interpreter.invoke()
+        scores.append(interpreter.get_tensor(out["index"])[0])
+    return np.stack(scores)

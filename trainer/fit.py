@@ -1,0 +1,111 @@
+"""Training loops: the fast path on cached features, optional fine-tuning, and
+the plain `model.fit` over images that the benchmark compares it with."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from trainer.data import Example
+from trainer.images import decode_and_resize, load_file
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+class EpochBar(keras.callbacks.Callback):
+    """One tqdm bar over epochs instead of Keras's line per epoch."""
+
+    def __init__(self, epochs: int, desc: str):
+        super().__init__()
+        self.bar = tqdm(total=epochs, desc=desc, unit="epoch")
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items() if "loss" in k or "acc" in k})
+        self.bar.update()
+
+    def on_train_end(self, logs=None):
+        self.bar.close()
+
+
+def image_dataset(images: Sequence[Example] | Sequence[bytes], batch_size: int,
+                  augmenter: keras.Model | None = None, shuffle_seed: int | None = None,
+                  with_labels: bool = False, cache: bool = False) -> tf.data.Dataset:
+    """Decoded (and optionally augmented) batches from image files or encoded bytes."""
+    if images and isinstance(images[0], bytes):
+        ds = tf.data.Dataset.from_tensor_slices((list(images), [0] * len(images)))
+        decode = decode_and_resize
+    else:
+        pairs = ([str(e.path) for e in images], [e.label for e in images])
+        ds = tf.data.Dataset.from_tensor_slices(pairs)
+        decode = load_file
+    ds = ds.map(lambda x, y: (decode(x), y), num_parallel_calls=AUTOTUNE)
+    if cache:
+        ds = ds.cache()
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if augmenter is not None:
+        ds = ds.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=AUTOTUNE)
+    if not with_labels:
+        ds = ds.map(lambda x, y: x)
+    return ds.prefetch(AUTOTUNE)
+
+
+def extract_features(base: keras.Model, images: Sequence[Example] | Sequence[bytes], *,
+                     desc: str, augmenter: keras.Model | None = None,
+                     batch_size: int = 32) -> np.ndarray:
+    """Run the frozen base once over `images` (optionally augmented): [N, 1280]."""
+    ds = image_dataset(images, batch_size, augmenter)
+    batches = [
+        base.predict_on_batch(x)
+        for x in tqdm(ds, desc=desc, total=math.ceil(len(images) / batch_size), unit="batch")
+    ]
+    return np.concatenate(batches).astype(np.float32)
+
+
+def compile_for_training(model: keras.Model, learning_rate: float) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+
+
+def fit_head(head: keras.Model, train: tuple[np.ndarray, np.ndarray],
+             val: tuple[np.ndarray, np.ndarray], *, epochs: int, learning_rate: float,
+             patience: int, batch_size: int, seed: int) -> dict[str, list[float]]:
+    """Train the head on cached features, stopping early on validation loss and
+    keeping the best epoch's weights."""
+    keras.utils.set_random_seed(seed)
+    compile_for_training(head, learning_rate)
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
+                                         restore_best_weights=True)
+    history = head.fit(*train, validation_data=val, epochs=epochs, batch_size=batch_size,
+                       shuffle=True, verbose=0, callbacks=[stop, EpochBar(epochs, "training head")])
+    return history.history
+
+
+def fit_images(model: keras.Model, train: Sequence[Example], val: Sequence[Example], *,
+               augmenter: keras.Model | None, epochs: int, learning_rate: float,
+               batch_size: int, seed: int, patience: int | None,
+               desc: str) -> dict[str, list[float]]:
+    """`model.fit` over decoded images: fine-tuning, and the reference recipe
+    that runs the whole base every epoch."""
+    keras.utils.set_random_seed(seed)
+    compile_for_training(model, learning_rate)
+    train_ds = image_dataset(train, batch_size, augmenter, shuffle_seed=seed, with_labels=True,
+                             cache=True)
+    val_ds = image_dataset(val, batch_size, with_labels=True, cache=True)
+    callbacks: list[keras.callbacks.Callback] = [EpochBar(epochs, desc)]
+    if patience is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=patience, restore_best_weights=True))
+    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0,
+                        callbacks=callbacks)
+    return history.history

@@ -1,0 +1,1 @@
+"""RQ workers that call Serving and store results (issue 4)."""
