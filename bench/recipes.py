@@ -30,10 +30,12 @@ from trainer.train import Recipe, head_scores  # noqa: E402
 
 RECIPES = {
     "none": replace(Recipe(), augmented_views=0),
-    "flip only": replace(Recipe(), rotation=0.0, zoom=0.0, contrast=0.0),
-    "light (default)": Recipe(),
-    "heavy": replace(Recipe(), rotation=0.25, zoom=0.4, contrast=0.5),
-    "light, 4 views": replace(Recipe(), augmented_views=4),
+    "flip only": replace(Recipe(), zoom=0.0, contrast=0.0),
+    "flip, zoom, contrast (default)": Recipe(),
+    "+ rotation": replace(Recipe(), rotation=0.05),
+    "+ rotation, 2 views": replace(Recipe(), rotation=0.05, augmented_views=2),
+    "heavy, 2 views": replace(Recipe(), rotation=0.25, zoom=0.4, contrast=0.5,
+                              augmented_views=2),
 }
 
 
@@ -76,7 +78,7 @@ def main() -> None:
                       np.tile(labels[train], recipe.augmented_views + 1)),
                      (plain[val], labels[val]), epochs=recipe.epochs,
                      learning_rate=recipe.learning_rate, patience=recipe.patience,
-                     batch_size=recipe.batch_size, seed=seed)
+                     batch_size=recipe.head_batch_size, seed=seed)
 
             def accuracy(features: np.ndarray, rows: list[int], head=head) -> float:
                 return report.scores_summary(labels[rows], head_scores(head, features[rows]))[

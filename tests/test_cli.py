@@ -42,6 +42,13 @@ def test_stats_counts_images_and_flags_bad_files_and_small_classes(tmp_path: Pat
     assert f"{root / 'square' / 'broken.png'}: cannot be decoded" in done.stdout
 
 
+def test_stats_refuses_a_missing_folder_with_one_line(tmp_path: Path):
+    done = trainer("stats", tmp_path / "nowhere")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().startswith("error: data set folder")
+    assert "does not exist" in done.stderr
+
+
 def assert_refused(done: subprocess.CompletedProcess, message: str, model_dir: Path) -> None:
     assert done.returncode == 2, done.stdout + done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]

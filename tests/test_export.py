@@ -51,13 +51,10 @@ def test_serving_default_takes_image_bytes_and_returns_scores_and_classes(traine
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "BMP"])
 def test_export_answers_raw_image_bytes_like_the_keras_model(trained, fmt):
-    photos = [draw_photo(kind, seed=90_000 + i) for i, kind in
-              enumerate(["circle", "square", "triangle", "circle"])]
-    if fmt == "GIF":  # a palette format: compare on what the file really holds
-        photos = [Image.open(io.BytesIO(encoded(p, "GIF"))).convert("RGB") for p in photos]
-    served, classes = export.predict_bytes(trained.version_dir,
-                                           [encoded(p, fmt) for p in photos])
-    expected = keras_scores(trained.model, photos)
+    files = [encoded(draw_photo(kind, seed=90_000 + i), fmt) for i, kind in
+             enumerate(["circle", "square", "triangle", "circle"])]
+    served, classes = export.predict_bytes(trained.version_dir, files)
+    expected = keras_scores(trained.model, [Image.open(io.BytesIO(f)) for f in files])
     assert classes == ["circle", "square", "triangle"]
     np.testing.assert_allclose(served, expected, atol=2e-3)
     assert (served.argmax(1) == expected.argmax(1)).all()
@@ -130,3 +127,24 @@ def test_a_failed_export_leaves_no_version_and_no_report(tmp_path: Path, shapes_
         train(shapes_dir, model_dir, Recipe(epochs=2, augmented_views=0))
     assert [p.name for p in model_dir.iterdir()] == ["reports"]
     assert list((model_dir / "reports").iterdir()) == []
+
+
+def test_fine_tuning_trains_the_top_blocks_and_still_exports_a_checked_version(
+        tmp_path: Path, shapes_dir: Path):
+    from trainer.model import build_base
+    from trainer.train import Recipe, train
+
+    recipe = Recipe(epochs=3, augmented_views=0, fine_tune=True, fine_tune_epochs=2,
+                    fine_tune_layers=10)
+    result = train(shapes_dir, tmp_path / "tuned", recipe)
+    backbone = result.model.get_layer("features").get_layer("mobilenetv2_1.00_224")
+    pretrained = build_base("imagenet").get_layer("mobilenetv2_1.00_224")
+    moved = [mine.name for mine, theirs in zip(backbone.layers, pretrained.layers, strict=True)
+             if any(not np.allclose(a, b) for a, b in
+                    zip(mine.get_weights(), theirs.get_weights(), strict=True))]
+    top = {layer.name for layer in backbone.layers[-10:]}
+    assert moved and set(moved) <= top  # the top blocks only ...
+    assert not any(name.endswith(("_bn", "_BN")) for name in moved)  # ... BatchNorm kept
+    history = result.metrics["history"]["loss"]
+    assert len(history) == result.metrics["head_epochs"] + 2
+    assert (result.report_dir / "curves.png").is_file() and result.version == 1
