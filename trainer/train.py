@@ -85,10 +85,18 @@ class Learned:
     head_epochs: int
 
 
+def split_features(base: keras.Model, parts: data.Split) -> dict[str, np.ndarray]:
+    """Features of every split in one pass over the photos."""
+    named = parts.named()
+    everything = extract_features(base, [e for part in named.values() for e in part],
+                                  desc="features: all splits")
+    bounds = np.cumsum([len(part) for part in named.values()])[:-1]
+    return dict(zip(named, np.split(everything, bounds), strict=True))
+
+
 def learn(base: keras.Model, parts: data.Split, num_classes: int, recipe: Recipe) -> Learned:
     """The fast path (and optional fine-tuning) from a frozen base to a trained model."""
-    features = {name: extract_features(base, part, desc=f"features: {name}")
-                for name, part in parts.named().items()}
+    features = split_features(base, parts)
     views = [extract_features(base, parts.train, augmenter=recipe.augmenter(recipe.seed + 10 * v),
                               desc=f"features: augmented view {v + 1}")
              for v in range(recipe.augmented_views)]
@@ -110,9 +118,7 @@ def learn(base: keras.Model, parts: data.Split, num_classes: int, recipe: Recipe
                            batch_size=recipe.batch_size, seed=recipe.seed,
                            patience=3, desc="fine-tuning")
         history = {k: history[k] + tuned[k] for k in history}
-        # The backbone moved: its features must be computed anew for scoring.
-        features = {name: extract_features(base, part, desc=f"features: {name}")
-                    for name, part in parts.named().items()}
+        features = split_features(base, parts)  # the backbone moved: features anew
     return Learned(head, model, history, features, head_epochs)
 
 
