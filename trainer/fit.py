@@ -3,7 +3,6 @@ the plain `model.fit` over images that the benchmark compares it with."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import keras
@@ -57,15 +56,26 @@ def image_dataset(images: Sequence[Example] | Sequence[bytes], batch_size: int,
     return ds.prefetch(AUTOTUNE)
 
 
+#: Photos decoded (and augmented) ahead of the base: about 300 MB of pixels.
+CHUNK = 512
+
+
 def extract_features(base: keras.Model, images: Sequence[Example] | Sequence[bytes], *,
                      desc: str, augmenter: keras.Model | None = None,
                      batch_size: int = 32) -> np.ndarray:
-    """Run the frozen base once over `images` (optionally augmented): [N, 1280]."""
-    ds = image_dataset(images, batch_size, augmenter)
-    batches = [
-        base.predict_on_batch(x)
-        for x in tqdm(ds, desc=desc, total=math.ceil(len(images) / batch_size), unit="batch")
-    ]
+    """Run the frozen base once over `images` (optionally augmented): [N, 1280].
+
+    Each chunk is decoded and augmented in full before the base runs on it:
+    letting tf.data work ahead while the base runs made this up to twice as
+    slow, at random, on 2 cores (measured: 5 s or 10 s for the same 421 photos).
+    """
+    batches = []
+    with tqdm(total=len(images), desc=desc, unit="img") as bar:
+        for start in range(0, len(images), CHUNK):
+            pixels = list(image_dataset(images[start:start + CHUNK], batch_size, augmenter))
+            for x in pixels:
+                batches.append(base.predict_on_batch(x))
+                bar.update(len(x))
     return np.concatenate(batches).astype(np.float32)
 
 
