@@ -28,14 +28,18 @@ from trainer.model import build_base, build_head  # noqa: E402
 from trainer.robustness import degraded_copies  # noqa: E402
 from trainer.train import Recipe, head_scores  # noqa: E402
 
+PLAIN = replace(Recipe(), blur=0.0, brightness=0.0, augmented_views=1)
 RECIPES = {
-    "none": replace(Recipe(), augmented_views=0),
-    "flip only": replace(Recipe(), zoom=0.0, contrast=0.0),
-    "flip, zoom, contrast (default)": Recipe(),
-    "+ rotation": replace(Recipe(), rotation=0.05),
-    "+ rotation, 2 views": replace(Recipe(), rotation=0.05, augmented_views=2),
-    "heavy, 2 views": replace(Recipe(), rotation=0.25, zoom=0.4, contrast=0.5,
-                              augmented_views=2),
+    "none": replace(PLAIN, augmented_views=0),
+    "flip only": replace(PLAIN, zoom=0.0, contrast=0.0),
+    "flip, zoom, contrast": PLAIN,
+    "+ rotation": replace(PLAIN, rotation=0.05),
+    "+ rotation, 2 views": replace(PLAIN, rotation=0.05, augmented_views=2),
+    "heavy, 2 views": replace(PLAIN, rotation=0.25, zoom=0.4, contrast=0.5, augmented_views=2),
+    "+ brightness": replace(PLAIN, brightness=0.3),
+    "+ blur": replace(PLAIN, blur=3.0),
+    "+ blur, brightness": replace(PLAIN, blur=3.0, brightness=0.3),
+    "+ blur, brightness, 2 views (default)": Recipe(),
 }
 
 
@@ -56,15 +60,15 @@ def main() -> None:
                 for kind, images in degraded_copies([e.path for e in examples]).items()}
     views: dict[tuple, list[np.ndarray]] = {}
     for recipe in RECIPES.values():
-        key = (recipe.flip, recipe.rotation, recipe.zoom, recipe.contrast)
+        key = tuple(recipe.augmentation().items())
         have = views.setdefault(key, [])
         for v in range(len(have), recipe.augmented_views):
-            have.append(extract_features(base, examples, desc=f"features: view {v + 1} of {key}",
+            have.append(extract_features(base, examples, desc=f"features: view {v + 1}",
                                          augmenter=recipe.augmenter(recipe.seed + 10 * v)))
 
     rows = []
     for name, recipe in RECIPES.items():
-        key = (recipe.flip, recipe.rotation, recipe.zoom, recipe.contrast)
+        key = tuple(recipe.augmentation().items())
         scores: dict[str, list[float]] = {"val": [], "val degraded": [], "test": [],
                                           "test degraded": []}
         for seed in range(args.seeds):

@@ -56,7 +56,8 @@ def main() -> None:
     ref_head = build_head(classes, recipe.dropout)
     reference = join(ref_base, ref_head)
     started = time.perf_counter()
-    reference_augmenter = replace(recipe, rotation=0.05).augmenter(recipe.seed)
+    reference_augmenter = replace(recipe, rotation=0.05, blur=0.0, brightness=0.0).augmenter(
+        recipe.seed)
     fit_images(reference, parts.train, parts.val, augmenter=reference_augmenter,
                epochs=args.epochs, learning_rate=recipe.learning_rate,
                batch_size=recipe.batch_size, seed=recipe.seed, patience=None,

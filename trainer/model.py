@@ -69,8 +69,10 @@ def join(base: keras.Model, head: keras.Model) -> keras.Model:
 
 
 def build_augmenter(*, flip: bool, rotation: float, zoom: float, contrast: float,
+                    blur: float = 0.0, brightness: float = 0.0,
                     seed: int) -> keras.Sequential:
-    """Random changes a photo can undergo without changing its class."""
+    """Random changes a photo can undergo without changing its class; blur (the
+    largest Gaussian sigma) and brightness mimic worse cameras and light."""
     steps: list[layers.Layer] = []
     if flip:
         steps.append(layers.RandomFlip("horizontal", seed=seed))
@@ -80,6 +82,11 @@ def build_augmenter(*, flip: bool, rotation: float, zoom: float, contrast: float
         steps.append(layers.RandomZoom((-zoom, zoom), fill_mode="reflect", seed=seed + 2))
     if contrast:
         steps.append(layers.RandomContrast(contrast, value_range=(0, 255), seed=seed + 3))
+    if brightness:
+        steps.append(layers.RandomBrightness(brightness, value_range=(0, 255), seed=seed + 4))
+    if blur:
+        steps.append(layers.RandomGaussianBlur(1.0, kernel_size=9, sigma=(0.01, blur),
+                                               value_range=(0, 255), seed=seed + 5))
     return keras.Sequential(steps, name="augment")
 
 

@@ -38,11 +38,13 @@ class Recipe:
     test_fraction: float = 0.15
     min_per_class: int = data.MIN_IMAGES_PER_CLASS
     weights: str = "imagenet"
-    augmented_views: int = 1
+    augmented_views: int = 2
     flip: bool = True
     rotation: float = 0.0  # fraction of a full turn; costs the most, gained nothing measurable
     zoom: float = 0.15
     contrast: float = 0.2
+    blur: float = 3.0  # largest Gaussian sigma, in pixels at 224 x 224
+    brightness: float = 0.3  # brightness shift, as a fraction of the 0..255 range
     dropout: float = 0.2
     epochs: int = 100  # head epochs on cached features; early stopping ends most runs
     learning_rate: float = 1e-3
@@ -54,9 +56,12 @@ class Recipe:
     fine_tune_epochs: int = 10
     fine_tune_learning_rate: float = 1e-5
 
+    def augmentation(self) -> dict[str, float]:
+        return {"flip": self.flip, "rotation": self.rotation, "zoom": self.zoom,
+                "contrast": self.contrast, "blur": self.blur, "brightness": self.brightness}
+
     def augmenter(self, seed: int):
-        return build_augmenter(flip=self.flip, rotation=self.rotation, zoom=self.zoom,
-                               contrast=self.contrast, seed=seed)
+        return build_augmenter(**self.augmentation(), seed=seed)
 
 
 @dataclass
