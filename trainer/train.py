@@ -29,8 +29,8 @@ from trainer.robustness import degraded_copies
 class Recipe:
     """Every knob of a training run; all of it is written into the report.
 
-    The defaults were chosen with bench/recipes.py by accuracy on degraded
-    photos as well as on the plain test split (README, "Choosing the recipe").
+    The augmentation defaults were picked with bench/recipes.py by accuracy on
+    degraded validation photos (README, "Choosing the recipe").
     """
 
     seed: int = 42
@@ -52,7 +52,7 @@ class Recipe:
     batch_size: int = 32  # images per step through the backbone
     head_batch_size: int = 32  # feature vectors per step of the head
     fine_tune: bool = False
-    fine_tune_layers: int = 30  # the backbone's last blocks (block_15 onwards)
+    fine_tune_layers: int = 30  # the backbone's last layers: block_14 onwards
     fine_tune_epochs: int = 10
     fine_tune_learning_rate: float = 1e-5
 
