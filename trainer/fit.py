@@ -102,6 +102,7 @@ def fit_head(head: keras.Model, train: tuple[np.ndarray, np.ndarray],
                 .shuffle(len(train[1]), seed=seed).batch(batch_size).prefetch(AUTOTUNE))
     val_ds = tf.data.Dataset.from_tensor_slices(val).cache().batch(256)
     history = head.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0,
+                       shuffle=False,  # the dataset shuffles itself
                        callbacks=[stop, EpochBar(epochs, "training head")])
     return history.history
 
@@ -122,5 +123,5 @@ def fit_images(model: keras.Model, train: Sequence[Example], val: Sequence[Examp
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=patience, restore_best_weights=True))
     history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0,
-                        callbacks=callbacks)
+                        shuffle=False, callbacks=callbacks)  # the dataset shuffles itself
     return history.history
