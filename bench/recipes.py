@@ -82,7 +82,7 @@ def main() -> None:
                       np.tile(labels[train], recipe.augmented_views + 1)),
                      (plain[val], labels[val]), epochs=recipe.epochs,
                      learning_rate=recipe.learning_rate, patience=recipe.patience,
-                     batch_size=recipe.head_batch_size, seed=seed)
+                     batch_size=recipe.batch_size, seed=seed)
 
             def accuracy(features: np.ndarray, rows: list[int], head=head) -> float:
                 return report.scores_summary(labels[rows], head_scores(head, features[rows]))[

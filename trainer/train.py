@@ -49,8 +49,7 @@ class Recipe:
     epochs: int = 100  # head epochs on cached features; early stopping ends most runs
     learning_rate: float = 1e-3
     patience: int = 10
-    batch_size: int = 32  # images per step through the backbone
-    head_batch_size: int = 32  # feature vectors per step of the head
+    batch_size: int = 32  # images per backbone step, and feature vectors per head step
     fine_tune: bool = False
     fine_tune_layers: int = 30  # the backbone's last layers: block_14 onwards
     fine_tune_epochs: int = 10
@@ -112,7 +111,7 @@ def learn(base: keras.Model, parts: data.Split, num_classes: int, recipe: Recipe
          np.tile(labels_of(parts.train), recipe.augmented_views + 1)),
         (features["val"], labels_of(parts.val)),
         epochs=recipe.epochs, learning_rate=recipe.learning_rate, patience=recipe.patience,
-        batch_size=recipe.head_batch_size, seed=recipe.seed)
+        batch_size=recipe.batch_size, seed=recipe.seed)
     model = join(base, head)
     head_epochs = len(history["loss"])
     if recipe.fine_tune:
