@@ -13,10 +13,12 @@ WEIGHTS := mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5
 DATASET_DIR ?= $(if $(wildcard dataset/*/),dataset,$(SHARED_DIR)/datasets/fruits)
 MODEL_BASE_PATH ?= models
 MODEL_NAME ?= classifier
+# TF Serving's protos, without the `tensorflow` package it would pull in.
+TF_SERVING_API := tensorflow-serving-api==2.21.0
 
 export SHARED_DIR KERAS_HOME DATASET_DIR MODEL_BASE_PATH MODEL_NAME
 
-.PHONY: setup weights run train test lint bench clean
+.PHONY: setup weights run train serve test lint bench protos clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +26,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[ml,dev]'
+	$(BIN)/pip install --quiet --no-deps '$(TF_SERVING_API)'
 	touch $@
 
 # Keras downloads the ImageNet weights into its cache on first use; machines
@@ -53,6 +56,11 @@ test: setup weights lint
 bench: setup weights
 	$(BIN)/python bench/train_speed.py
 	$(BIN)/python bench/recipes.py
+
+# serving/proto/*_pb2.py are committed; regenerate them after editing the .proto.
+protos: setup
+	$(BIN)/python -m grpc_tools.protoc -I serving/proto --python_out=serving/proto \
+		--pyi_out=serving/proto serving/proto/serving_options.proto
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -159,8 +159,9 @@ def train(data_dir: Path, model_dir: Path, recipe: Recipe, *,
     version, report_dir = export.reserve_version(model_dir)
     staging = export.staging_dir(model_dir, version)
     try:
-        export.write_saved_model(model, names, staging)
         test_bytes = [e.path.read_bytes() for e in parts.test]
+        export.write_saved_model(model, names, staging)
+        export.write_warmup_requests(staging, model_dir.name, test_bytes)
         served = export.verify(staging, scores["test"], names, test_bytes)
         artifacts = {"saved_model": {
             "path": str(version), "bytes": export.size_on_disk(staging),

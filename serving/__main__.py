@@ -1,0 +1,72 @@
+"""python -m serving: the embedded TF-Serving-compatible model server.
+
+Flags are tensorflow_model_server's, so the same command line works on both:
+
+    python -m serving --rest_api_port=8501 --model_config_file=serving/models.config \
+        --enable_batching --batching_parameters_file=serving/batching.config \
+        --monitoring_config_file=serving/monitoring.config
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from serving.errors import ConfigError
+
+
+def flag_bool(text: str) -> bool:
+    """TF Serving's flags take --enable_batching, --enable_batching=true or =false."""
+    value = text.lower()
+    if value in ("1", "true", "yes"):
+        return True
+    if value in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("--rest_api_port", type=int, default=8501, help="HTTP port (0 picks a free one)")
+    add("--rest_api_host", default="0.0.0.0", help="address to bind (not a TF Serving flag)")
+    add("--rest_api_num_threads", type=int, default=32, help="HTTP worker threads")
+    add("--model_name", default="default", help="the model's name, with --model_base_path")
+    add("--model_base_path", help="folder holding the model's numbered versions")
+    add("--model_config_file", type=Path, help="ModelServerConfig in protobuf text format")
+    add("--model_config_file_poll_wait_seconds", type=float, default=0,
+        help="re-read --model_config_file this often and apply changes (0: never)")
+    add("--file_system_poll_wait_seconds", type=float, default=1,
+        help="look for new or deleted versions this often")
+    add("--enable_batching", type=flag_bool, nargs="?", const=True, default=False,
+        help="merge concurrent requests into one model call")
+    add("--batching_parameters_file", type=Path, help="BatchingParameters in text format")
+    add("--monitoring_config_file", type=Path,
+        help="MonitoringConfig in text format (enables Prometheus metrics)")
+    add("--max_request_body_bytes", type=int, default=32 * 1024 * 1024,
+        help="larger bodies get HTTP 413 (not a TF Serving flag)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from serving.server import Options, run  # imports TensorFlow: after --help
+
+    try:
+        run(Options(**vars(args)))
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # e.g. the port is taken
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,344 @@
+r"""Which versions are loaded, which one answers, and how they come and go.
+
+TF Serving's version life cycle, kept per model:
+
+    START -> LOADING -> AVAILABLE -> UNLOADING -> END
+                     \-> END (with the load error)
+
+- Polling the base path computes the versions the policy wants. A new one is
+  loaded and warmed up on a loader thread while the old ones keep serving; it
+  is routed to only once AVAILABLE.
+- A version the policy no longer wants is unloaded only when no wanted version
+  is still loading (availability first), and only after the requests holding
+  it have finished: it is first taken out of routing (UNLOADING), then dropped.
+- A version that fails to load is END with its error and never routed to; the
+  policy then picks among the versions that do load, so the previous one keeps
+  serving. It is retried only if its files change.
+- Deleting the newest folder makes the policy want the previous version
+  again: it is loaded, then the deleted one is unloaded (a rollback).
+
+Requests hold a version through `acquire()`; the count of holders is what
+makes an unload wait, so no request ever sees its model disappear.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+
+import numpy as np
+from tensorflow_serving.config.model_server_config_pb2 import ModelConfig, ModelServerConfig
+
+from serving import versions
+from serving.batching import BatchQueue, BatchScheduler
+from serving.config import BatchingOptions
+from serving.errors import Code, ServingError, not_found
+from serving.metrics import Metrics
+from serving.servable import Servable, first_line
+
+log = logging.getLogger(__name__)
+
+
+class State(IntEnum):
+    """ModelVersionStatus.State, by value."""
+
+    START = 10
+    LOADING = 20
+    AVAILABLE = 30
+    UNLOADING = 40
+    END = 50
+
+
+@dataclass
+class Version:
+    number: int
+    path: Path
+    state: State = State.START
+    error: ServingError | None = None
+    #: The files a failed load saw; the load is retried once they change.
+    failed_files: versions.Fingerprint | None = None
+    servable: Servable | None = None
+    in_flight: int = 0
+    queues: dict[str, BatchQueue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    version: int
+    state: State
+    error: ServingError | None
+
+
+class Model:
+    def __init__(self, config: ModelConfig):
+        self.config = config
+        self.versions: dict[int, Version] = {}
+        self.lock = threading.Condition()
+        self.retired = False
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def base_path(self) -> Path:
+        return Path(self.config.base_path)
+
+    def describe(self, version: int) -> str:
+        return f"{{name: {self.name} version: {version}}}"
+
+
+class Handle:
+    """A version held for the length of one request."""
+
+    def __init__(self, manager: ModelManager, model: Model, version: Version):
+        self._manager = manager
+        self.model = model
+        self.version = version
+        self.servable: Servable = version.servable  # type: ignore[assignment]
+
+    def predict(self, signature: str, inputs: dict[str, np.ndarray],
+                size: int) -> dict[str, np.ndarray]:
+        """Runs the signature, through the batch queue when batching is on."""
+        scheduler = self._manager.scheduler
+        if scheduler is None:
+            return self.servable.run(signature, inputs)
+        with self.model.lock:
+            queue = self.version.queues.get(signature)
+            if queue is None:
+                labels = {"model_name": self.model.name, "version": str(self.version.number),
+                          "signature": signature}
+                queue = scheduler.queue(
+                    labels, lambda batch: self.servable.run(signature, batch))
+                self.version.queues[signature] = queue
+        return queue.submit(inputs, size)
+
+
+class ModelManager:
+    def __init__(self, *, batching: BatchingOptions | None = None,
+                 metrics: Metrics | None = None, load_threads: int = 1):
+        self.metrics = metrics or Metrics()
+        self.scheduler = BatchScheduler(batching, self.metrics.batch) if batching else None
+        self._models: dict[str, Model] = {}
+        self._lock = threading.Lock()
+        self._loader = ThreadPoolExecutor(load_threads, thread_name_prefix="load")
+        self._unloaders: list[threading.Thread] = []
+
+    # --- configuration and polling ---------------------------------------
+
+    def apply(self, config: ModelServerConfig) -> None:
+        """Serve exactly the models of `config`; unchanged models keep their versions."""
+        wanted = {m.name: m for m in config.model_config_list.config}
+        retired: list[Model] = []
+        with self._lock:
+            for name, model_config in wanted.items():
+                model = self._models.get(name)
+                if model is not None and model.config.base_path == model_config.base_path:
+                    if model.config != model_config:
+                        log.info("Model %s: new policy %s, labels %s", name,
+                                 versions.describe(model_config.model_version_policy),
+                                 dict(model_config.version_labels) or "none")
+                    with model.lock:
+                        model.config = model_config
+                    continue
+                if model is not None:
+                    retired.append(model)
+                log.info("Adding model %s from %s (policy %s)", name, model_config.base_path,
+                         versions.describe(model_config.model_version_policy))
+                self._models[name] = Model(model_config)
+            for name in [n for n in self._models if n not in wanted]:
+                log.info("Removing model %s: no longer in the config", name)
+                retired.append(self._models.pop(name))
+        for model in retired:
+            self._retire(model)
+        self.poll()
+
+    def poll(self) -> None:
+        """Look at every model's base path once, loading and unloading as needed."""
+        with self._lock:
+            models = list(self._models.values())
+        for model in models:
+            self._reconcile(model)
+
+    def _reconcile(self, model: Model) -> None:
+        if not model.base_path.is_dir():
+            # TF Serving keeps serving what it has when the base path is unreadable.
+            log.warning("Model %s: base path %s is not a readable folder", model.name,
+                        model.base_path)
+            return
+        on_disk = versions.scan(model.base_path)
+        with model.lock:
+            if model.retired:
+                return
+            candidates = [number for number, path in on_disk.items()
+                          if not self._still_broken(model.versions.get(number), path)]
+            wanted = versions.aspired(model.config.model_version_policy, candidates)
+            for number in sorted(wanted, reverse=True):
+                current = model.versions.get(number)
+                if current is None or current.state == State.END:
+                    self._start_load(model, Version(number, on_disk[number]))
+            loading = any(model.versions[n].state in (State.START, State.LOADING) for n in wanted)
+            for version in list(model.versions.values()):
+                if (version.state == State.AVAILABLE and version.number not in wanted
+                        and not loading):
+                    reason = ("its folder was deleted" if version.number not in on_disk
+                              else f"policy {versions.describe(model.config.model_version_policy)}")
+                    self._start_unload(model, version, reason)
+            self._check_labels(model)
+
+    @staticmethod
+    def _still_broken(version: Version | None, path: Path) -> bool:
+        return (version is not None and version.failed_files is not None
+                and versions.fingerprint(path) == version.failed_files)
+
+    def _check_labels(self, model: Model) -> None:
+        for label, number in model.config.version_labels.items():
+            version = model.versions.get(number)
+            if version is None or version.state != State.AVAILABLE:
+                log.debug("Model %s: label %s -> version %d, not available", model.name,
+                          label, number)
+
+    # --- loading and unloading -------------------------------------------
+
+    def _start_load(self, model: Model, version: Version) -> None:
+        model.versions[version.number] = version
+        version.state = State.LOADING
+        files = versions.fingerprint(version.path)
+        self._loader.submit(self._load, model, version, files)
+
+    def _load(self, model: Model, version: Version, files: versions.Fingerprint) -> None:
+        name = model.describe(version.number)
+        log.info("Loading servable version %s from %s", name, version.path)
+        try:
+            servable = Servable(version.path)
+            replayed = servable.warm_up()
+        except ServingError as exc:
+            error = exc
+        except Exception as exc:  # a broken model must never take the server down
+            error = ServingError(Code.UNKNOWN, first_line(exc))
+        else:
+            error = None
+        with model.lock:
+            if error is not None:
+                version.state, version.error, version.failed_files = State.END, error, files
+                self.metrics.loads.labels(model.name, "error").inc()
+                log.error("Failed to load servable version %s: %s; it will not be served "
+                          "(retried when its files change)", name, error.message)
+            elif model.retired:
+                version.state = State.END
+            else:
+                version.servable, version.state = servable, State.AVAILABLE
+                self.metrics.loads.labels(model.name, "ok").inc()
+                self.metrics.version_available.labels(model.name, str(version.number)).set(1)
+                log.info("Successfully loaded servable version %s (%d warm-up requests); "
+                         "now serving it", name, replayed)
+        self._reconcile(model)
+
+    def _start_unload(self, model: Model, version: Version, reason: str) -> None:
+        version.state = State.UNLOADING
+        self.metrics.version_available.labels(model.name, str(version.number)).set(0)
+        log.info("Unloading servable version %s: %s; waiting for %d in-flight requests",
+                 model.describe(version.number), reason, version.in_flight)
+        thread = threading.Thread(target=self._unload, args=(model, version),
+                                  name=f"unload-{model.name}-{version.number}")
+        self._unloaders.append(thread)
+        thread.start()
+
+    def _unload(self, model: Model, version: Version) -> None:
+        with model.lock:
+            model.lock.wait_for(lambda: version.in_flight == 0)
+            for queue in version.queues.values():
+                queue.close()
+            version.queues.clear()
+            version.servable = None
+            version.state = State.END
+        gc.collect()
+        log.info("Done unloading servable version %s", model.describe(version.number))
+
+    def _retire(self, model: Model) -> None:
+        with model.lock:
+            model.retired = True
+            for version in model.versions.values():
+                if version.state == State.AVAILABLE:
+                    self._start_unload(model, version, "model removed from the config")
+
+    def stop(self) -> None:
+        """Unload everything once in-flight requests are done (SIGTERM)."""
+        with self._lock:
+            models = list(self._models.values())
+        for model in models:
+            self._retire(model)
+        self._loader.shutdown(wait=True)
+        for thread in self._unloaders:
+            thread.join()
+        if self.scheduler is not None:
+            self.scheduler.stop()
+
+    # --- requests --------------------------------------------------------
+
+    def _model(self, name: str, request: str) -> Model:
+        with self._lock:
+            model = self._models.get(name)
+        if model is None:
+            raise not_found(f"Servable not found for request: {request}")
+        return model
+
+    @staticmethod
+    def _label_version(model: Model, label: str) -> int:
+        number = model.config.version_labels.get(label)
+        if number is None:
+            raise not_found(f"Unrecognized servable version label: {label}")
+        return number
+
+    @contextmanager
+    def acquire(self, name: str, version: int | None = None,
+                label: str | None = None) -> Iterator[Handle]:
+        """The version a request names (or the newest available), held until exit."""
+        model = self._model(name, f"Latest({name})" if version is None else
+                            f"Specific({name}, {version})")
+        with model.lock:
+            if label is not None:
+                version = self._label_version(model, label)
+            if version is None:
+                available = [n for n, v in model.versions.items() if v.state == State.AVAILABLE]
+                if not available:
+                    raise not_found(f"Servable not found for request: Latest({name})")
+                version = max(available)
+            held = model.versions.get(version)
+            if held is None or held.state != State.AVAILABLE:
+                raise not_found(f"Servable not found for request: Specific({name}, {version})")
+            held.in_flight += 1
+        try:
+            yield Handle(self, model, held)
+        finally:
+            with model.lock:
+                held.in_flight -= 1
+                if held.in_flight == 0:
+                    model.lock.notify_all()
+
+    def status(self, name: str, version: int | None = None,
+               label: str | None = None) -> list[VersionStatus]:
+        with self._lock:
+            model = self._models.get(name)
+        if model is None:
+            raise not_found(f"Could not find any versions of model {name}")
+        with model.lock:
+            if label is not None:
+                version = self._label_version(model, label)
+            if version is not None:
+                found = model.versions.get(version)
+                if found is None:
+                    raise not_found(f"Could not find version {version} of model {name}")
+                chosen = [found]
+            else:
+                chosen = [model.versions[n] for n in sorted(model.versions, reverse=True)]
+            if not chosen:
+                raise not_found(f"Could not find any versions of model {name}")
+            return [VersionStatus(v.number, v.state, v.error) for v in chosen]

@@ -1,0 +1,75 @@
+"""Which version folders exist, and which of them a version policy wants served.
+
+Pure functions over the file system and TF Serving's ServableVersionPolicy, so
+the rules are testable without loading a model:
+
+- a version is a folder under the base path whose name is a number
+  ("00000123" is version 123); anything else (reports/, .staging-*) is ignored;
+- `latest {num_versions: N}` (the default, N=1) wants the N highest,
+  `all` every one, `specific {versions: ...}` those listed that exist.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from tensorflow_serving.config.file_system_storage_path_source_pb2 import (
+    FileSystemStoragePathSourceConfig,
+)
+
+VersionPolicy = FileSystemStoragePathSourceConfig.ServableVersionPolicy
+Fingerprint = tuple[tuple[str, int, int], ...]
+
+
+def scan(base_path: Path) -> dict[int, Path]:
+    """Version number -> folder. A missing base path has no versions (yet)."""
+    try:
+        entries = list(os.scandir(base_path))
+    except OSError:
+        return {}
+    found: dict[int, Path] = {}
+    for entry in entries:
+        if entry.name.isdigit() and entry.is_dir():
+            found[int(entry.name)] = Path(entry.path)
+    return found
+
+
+def fingerprint(version_dir: Path) -> Fingerprint:
+    """Names, sizes and times of a version's files.
+
+    A version that failed to load is retried only once this changes, e.g. when
+    a slow copy into the folder completes.
+    """
+    files = []
+    for root, _dirs, names in os.walk(version_dir):
+        for name in names:
+            path = os.path.join(root, name)
+            try:
+                stat = os.stat(path)
+            except OSError:
+                continue
+            files.append((os.path.relpath(path, version_dir), stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(files))
+
+
+def aspired(policy: VersionPolicy, candidates: Iterable[int]) -> set[int]:
+    versions = sorted(set(candidates))
+    choice = policy.WhichOneof("policy_choice")
+    if choice == "all":
+        return set(versions)
+    if choice == "specific":
+        return set(versions) & set(policy.specific.versions)
+    count = max(policy.latest.num_versions, 1) if choice == "latest" else 1
+    return set(versions[-count:])
+
+
+def describe(policy: VersionPolicy) -> str:
+    choice = policy.WhichOneof("policy_choice")
+    if choice == "all":
+        return "all"
+    if choice == "specific":
+        return f"specific {sorted(policy.specific.versions)}"
+    count = max(policy.latest.num_versions, 1) if choice == "latest" else 1
+    return f"latest {count}"

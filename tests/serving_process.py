@@ -1,0 +1,79 @@
+"""`python -m serving` as a real child process, for the tests that need one.
+
+The server picks a free port (--rest_api_port=0) and logs it; its output goes
+to a file, so a chatty server can never block on a full pipe.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from serving.client import ServingClient, ServingRequestError
+
+ROOT = Path(__file__).resolve().parent.parent
+LISTENING = re.compile(r"Serving the REST API at http://127\.0\.0\.1:(\d+)")
+
+
+class ServingProcess:
+    def __init__(self, args: list[str], log_path: Path):
+        self.args = args
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self, timeout: float = 120) -> ServingProcess:
+        log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "serving", "--rest_api_host=127.0.0.1", "--rest_api_port=0",
+             *self.args], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (match := LISTENING.search(self.log())):
+                self.url = f"http://127.0.0.1:{match.group(1)}"
+                return self
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server did not start in {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def client(self, model: str, **options) -> ServingClient:
+        return ServingClient(self.url, model, **options)
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM, as an orchestrator stops it; returns the exit code."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
+    """Polls until true; returns the seconds it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def available_versions(client: ServingClient) -> set[int]:
+    try:
+        return {int(s["version"]) for s in client.status() if s["state"] == "AVAILABLE"}
+    except ServingRequestError:
+        return set()

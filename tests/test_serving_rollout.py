@@ -1,0 +1,209 @@
+"""Hot rollout, rollback, live config changes and draining, under real load.
+
+The models here are tiny SavedModels whose answer is their own version
+number, so every response says which version served it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import tensorflow as tf
+
+from serving.client import ServingClient, ServingRequestError
+from tests.serving_process import ServingProcess, available_versions, wait_until
+
+POLL_SECONDS = 1.0
+
+
+def tiny_model(path: Path, answer: float) -> None:
+    """A SavedModel mapping x [N, 1] to y = answer, written atomically."""
+
+    class Constant(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
+        def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"y": x * 0.0 + answer}
+
+    module = Constant()
+    staging = path.parent / f".staging-{path.name}"
+    tf.saved_model.save(module, str(staging), signatures={"serving_default": module.serve})
+    os.rename(staging, path)
+
+
+def broken_model(path: Path) -> None:
+    staging = path.parent / f".staging-{path.name}"
+    (staging / "variables").mkdir(parents=True)
+    (staging / "saved_model.pb").write_bytes(b"this is not a protocol buffer" * 10)
+    os.rename(staging, path)
+
+
+class Load:
+    """Clients sending requests back to back, recording every answer or failure."""
+
+    def __init__(self, url: str, model: str, clients: int = 4):
+        self.url, self.model = url, model
+        self.answers: list[tuple[float, float]] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(clients)]
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def _run(self) -> None:
+        client = ServingClient(self.url, self.model, retries=0, timeout=30)
+        while not self._stop.is_set():
+            try:
+                answer = client.predict(instances=[[1.0], [2.0]])["predictions"]
+                self.answers.append((time.monotonic(), answer[0][0]))
+            except ServingRequestError as error:
+                self.failures.append(str(error))
+
+    def answered_since(self, since: float) -> set[float]:
+        return {value for at, value in list(self.answers) if at >= since}
+
+    def first_answer(self, value: float, since: float) -> float:
+        return min(at for at, v in list(self.answers) if v == value and at >= since)
+
+
+def state_of(client: ServingClient, version: int) -> str | None:
+    try:
+        return client.status(version=version)[0]["state"]
+    except ServingRequestError:
+        return None
+
+
+@pytest.fixture
+def batching_file(tmp_path: Path) -> Path:
+    path = tmp_path / "batching.config"
+    path.write_text("max_batch_size { value: 16 }\nbatch_timeout_micros { value: 2000 }\n"
+                    "num_batch_threads { value: 1 }\n")
+    return path
+
+
+def test_rollout_broken_version_and_rollback_under_load(tmp_path: Path, batching_file: Path):
+    base = tmp_path / "tiny"
+    base.mkdir()
+    tiny_model(base / "1", 1.0)
+    server = ServingProcess(
+        ["--model_name=tiny", f"--model_base_path={base}",
+         f"--file_system_poll_wait_seconds={POLL_SECONDS}", "--enable_batching",
+         f"--batching_parameters_file={batching_file}"], tmp_path / "server.log").start()
+    client = server.client("tiny")
+    try:
+        wait_until(lambda: available_versions(client) == {1}, 60, "version 1")
+        with Load(server.url, "tiny") as load:
+            time.sleep(1)
+            # A new version: routed to within two polls, the old one then unloaded.
+            dropped = time.monotonic()
+            tiny_model(base / "2", 2.0)
+            wait_until(lambda: 2.0 in load.answered_since(dropped), 10, "version 2 answers")
+            assert load.first_answer(2.0, dropped) - dropped <= 2 * POLL_SECONDS
+            wait_until(lambda: available_versions(client) == {2}, 10, "version 1 unloaded")
+
+            # A broken version: its error is reported, version 2 keeps serving.
+            broken_model(base / "3")
+            wait_until(lambda: state_of(client, 3) == "END", 10, "version 3 to fail")
+            status = client.status(version=3)[0]["status"]
+            assert status["error_code"] == "DATA_LOSS"
+            assert "is not a SavedModel" in status["error_message"]
+            time.sleep(2 * POLL_SECONDS)  # it is not retried while its files are unchanged
+            assert available_versions(client) == {2}
+
+            # Deleting the newest good version rolls back to version 1.
+            deleted = time.monotonic()
+            shutil.rmtree(base / "2")
+            wait_until(lambda: available_versions(client) == {1}, 15, "rollback to version 1")
+            settled = time.monotonic()
+            time.sleep(1)
+            assert load.answered_since(settled) == {1.0}
+            assert 1.0 in load.answered_since(deleted)
+
+        assert load.failures == []
+        assert len(load.answers) > 50
+        assert {value for _, value in load.answers} == {1.0, 2.0}  # 3 never answered
+        log = server.log()
+        assert "Failed to load servable version {name: tiny version: 3}" in log
+        assert "Unloading servable version {name: tiny version: 2}: its folder was deleted" in log
+    finally:
+        assert server.stop() == 0
+
+
+def test_config_file_changes_are_applied_live(tmp_path: Path):
+    base = tmp_path / "tiny"
+    base.mkdir()
+    tiny_model(base / "1", 1.0)
+    tiny_model(base / "2", 2.0)
+    config = tmp_path / "models.config"
+
+    def write_config(policy: str, labels: str = "") -> None:
+        staging = tmp_path / "models.config.new"
+        staging.write_text(f'model_config_list {{ config {{ name: "tiny" base_path: "{base}" '
+                           f'model_platform: "tensorflow" model_version_policy {{ {policy} }} '
+                           f'{labels} }} }}')
+        os.rename(staging, config)
+
+    write_config("latest { num_versions: 1 }")
+    server = ServingProcess([f"--model_config_file={config}",
+                             "--model_config_file_poll_wait_seconds=0.5"],
+                            tmp_path / "server.log").start()
+    client = server.client("tiny")
+    try:
+        wait_until(lambda: available_versions(client) == {2}, 60, "version 2")
+        write_config("specific { versions: 1 }", 'version_labels { key: "stable" value: 1 }')
+        wait_until(lambda: available_versions(client) == {1}, 15, "pinned version 1")
+        assert client.predict(instances=[[0.0]], label="stable") == {"predictions": [[1.0]]}
+
+        config.write_text("model_config_list { config { name: ")  # a botched edit
+        wait_until(lambda: "Keeping the current config" in server.log(), 10, "the bad config")
+        assert client.predict(instances=[[0.0]]) == {"predictions": [[1.0]]}
+
+        write_config("all {}")
+        wait_until(lambda: available_versions(client) == {1, 2}, 15, "both versions")
+        assert client.predict(instances=[[0.0]], version=2) == {"predictions": [[2.0]]}
+    finally:
+        assert server.stop() == 0
+
+
+def test_sigterm_finishes_in_flight_requests_then_exits(tmp_path: Path):
+    base = tmp_path / "tiny"
+    base.mkdir()
+    tiny_model(base / "1", 1.0)
+    slow_batches = tmp_path / "batching.config"  # each request waits 2 s for company
+    slow_batches.write_text("max_batch_size { value: 64 }\n"
+                            "batch_timeout_micros { value: 2000000 }\n")
+    server = ServingProcess(["--model_name=tiny", f"--model_base_path={base}",
+                             "--enable_batching", f"--batching_parameters_file={slow_batches}"],
+                            tmp_path / "server.log").start()
+    client = server.client("tiny")
+    wait_until(lambda: available_versions(client) == {1}, 60, "version 1")
+    answers: list[object] = []
+
+    def request() -> None:
+        answers.append(requests.post(f"{server.url}/v1/models/tiny:predict",
+                                     json={"instances": [[5.0]]}, timeout=30).json())
+
+    in_flight = threading.Thread(target=request)
+    in_flight.start()
+    time.sleep(0.5)
+    assert server.stop() == 0
+    in_flight.join()
+    assert answers == [{"predictions": [[1.0]]}]
+    log = server.log()
+    assert "Received SIGTERM" in log
+    assert "Done unloading servable version {name: tiny version: 1}" in log
+    with pytest.raises(ServingRequestError):
+        ServingClient(server.url, "tiny", retries=0).status()
