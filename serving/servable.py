@@ -9,6 +9,7 @@ exporter wrote, for TF1 and TF2 SavedModels alike.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +74,7 @@ class Servable:
                        for key, value in inputs.items()}
             outputs = function(**tensors)
         except tf.errors.OpError as exc:
-            raise ServingError(Code(exc.error_code), first_line(exc.message)) from exc
+            raise ServingError(Code(exc.error_code), op_error_message(exc.message)) from exc
         except (TypeError, ValueError) as exc:
             raise invalid_argument(first_line(exc)) from exc
         return {key: value.numpy() for key, value in outputs.items()}
@@ -115,6 +116,21 @@ def read_signature_defs(path: Path) -> dict[str, meta_graph_pb2.SignatureDef]:
         if SERVE_TAG in meta_graph.meta_info_def.tags:
             return dict(meta_graph.signature_def)
     raise ServingError(Code.NOT_FOUND, f"{path} has no meta graph tagged {SERVE_TAG!r}")
+
+
+def op_error_message(message: str) -> str:
+    """The cause and the op of a TF runtime error, without its graph dump.
+
+    "Graph execution error: ... Detected at node map/while/decode_image/DecodeImage
+    ... Input is empty. [[{{node ...}}]]" becomes
+    "Input is empty. (at node map/while/decode_image/DecodeImage)".
+    """
+    node = re.search(r"Detected at node (\S+)", message)
+    kept = [line.strip() for line in message.splitlines()
+            if line.strip() and not line.startswith((" ", "\t"))
+            and not line.startswith(("Graph execution error", "Detected at node", "<stack"))]
+    text = " ".join(kept) or first_line(message)
+    return f"{text} (at node {node.group(1)})" if node else text
 
 
 def first_line(error: object) -> str:

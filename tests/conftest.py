@@ -87,6 +87,15 @@ def trained(tmp_path_factory: pytest.TempPathFactory, shapes_dir: Path):
     return train(shapes_dir, tmp_path_factory.mktemp("models") / "shapes", recipe)
 
 
+@pytest.fixture(scope="session")
+def fruit_model(tmp_path_factory: pytest.TempPathFactory):
+    """The reference model: the real fruit photos, the default recipe (about a minute)."""
+    from trainer.train import Recipe, train
+
+    return train(get_settings().fruits_dir, tmp_path_factory.mktemp("models") / "fruits",
+                 Recipe())
+
+
 @pytest.fixture
 def dataset_copy(tmp_path: Path, shapes_dir: Path) -> Path:
     """A private copy of the shapes a test may spoil."""
