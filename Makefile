@@ -1,7 +1,7 @@
 # Everything a fresh machine needs, from the project's own files.
-#   make run    train and export a first model version (grows into the whole system)
+#   make run    train a first model version if there is none, then serve it
 #   make test   lint and run every test
-#   make bench  print the trainer benchmarks
+#   make bench  print the trainer and serving benchmarks
 
 PYTHON ?= python3
 VENV := .venv
@@ -11,8 +11,12 @@ KERAS_HOME ?= $(HOME)/.keras
 WEIGHTS := mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5
 # dataset/ once it holds class folders; until then the reference fruit photos.
 DATASET_DIR ?= $(if $(wildcard dataset/*/),dataset,$(SHARED_DIR)/datasets/fruits)
+# Where the trainer writes; serving/models.config serves /models/classifier,
+# i.e. ./models/classifier: change both together.
 MODEL_BASE_PATH ?= models
 MODEL_NAME ?= classifier
+SERVING_HOST ?= 127.0.0.1
+SERVING_PORT ?= 8501
 # TF Serving's protos, without the `tensorflow` package it would pull in.
 TF_SERVING_API := tensorflow-serving-api==2.21.0
 
@@ -42,6 +46,17 @@ run: setup weights
 	@if ls -d "$(MODEL_BASE_PATH)/$(MODEL_NAME)"/[0-9]* >/dev/null 2>&1; then \
 		echo "$(MODEL_NAME) has versions in $(MODEL_BASE_PATH)/$(MODEL_NAME); 'make train' adds one"; \
 	else $(MAKE) --no-print-directory train; fi
+	@$(MAKE) --no-print-directory serve
+
+# The embedded TF-Serving-compatible server, on the very config files the
+# official container reads (docker-compose.yml). Versions dropped into
+# models/classifier/ are picked up within a poll; Ctrl-C drains and stops it.
+serve: setup
+	$(BIN)/python -m serving --rest_api_host=$(SERVING_HOST) --rest_api_port=$(SERVING_PORT) \
+		--model_config_file=serving/models.config --model_config_file_poll_wait_seconds=10 \
+		--base_path_root=. --file_system_poll_wait_seconds=2 \
+		--enable_batching --batching_parameters_file=serving/batching.config \
+		--monitoring_config_file=serving/monitoring.config
 
 train: setup weights
 	$(BIN)/python -m trainer stats "$(DATASET_DIR)"
@@ -56,6 +71,7 @@ test: setup weights lint
 bench: setup weights
 	$(BIN)/python bench/train_speed.py
 	$(BIN)/python bench/recipes.py
+	$(BIN)/python bench/serving_speed.py
 
 # serving/proto/*_pb2.py are committed; regenerate them after editing the .proto.
 protos: setup

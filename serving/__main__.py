@@ -46,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--batching_parameters_file", type=Path, help="BatchingParameters in text format")
     add("--monitoring_config_file", type=Path,
         help="MonitoringConfig in text format (enables Prometheus metrics)")
+    add("--base_path_root", type=Path, default=Path("/"),
+        help="find the config's absolute base paths under this folder, as a container "
+             "finds them on its volume (not a TF Serving flag)")
     add("--max_request_body_bytes", type=int, default=32 * 1024 * 1024,
         help="larger bodies get HTTP 413 (not a TF Serving flag)")
     return parser.parse_args(argv)

@@ -7,9 +7,10 @@ batching and monitoring messages from serving/proto). Anything TF Serving
 would reject, or that the embedded server cannot honour, is a ConfigError
 naming the file and the reason.
 
-A relative `base_path` is relative to the working directory, as in TF
-Serving: `models/classifier` means ./models/classifier here and, with the
-container's working_dir set to /, /models/classifier there.
+Base paths must be absolute, as TF Serving requires. They are paths as the
+container sees them (/models/classifier on the models volume); the embedded
+server finds them under --base_path_root (`make serve` passes the checkout,
+so /models/classifier is ./models/classifier).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def single_model_config(name: str, base_path: str) -> ModelServerConfig:
     config = ModelServerConfig()
     model = config.model_config_list.config.add()
     model.name = name
-    model.base_path = base_path
+    model.base_path = os.path.abspath(base_path)  # a convenience TF Serving does not offer
     model.model_platform = "tensorflow"
     validate(config)
     return config
@@ -84,6 +85,9 @@ def _validate_model(model: ModelConfig) -> None:
         raise ConfigError("a model config has no name")
     if not model.base_path:
         raise ConfigError(f"model {model.name!r} has no base_path")
+    if not model.base_path.startswith("/"):
+        raise ConfigError(f"Expected model {model.name} to have an absolute path; "
+                          f"got base_path()={model.base_path}")
     if model.model_platform not in ("", "tensorflow"):
         raise ConfigError(
             f"model {model.name!r}: model_platform {model.model_platform!r} is not supported; "

@@ -77,8 +77,9 @@ class VersionStatus:
 
 
 class Model:
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, root: Path):
         self.config = config
+        self.root = root
         self.versions: dict[int, Version] = {}
         self.lock = threading.Condition()
         self.retired = False
@@ -89,7 +90,8 @@ class Model:
 
     @property
     def base_path(self) -> Path:
-        return Path(self.config.base_path)
+        """The config's absolute base path, found under the server's root folder."""
+        return self.root / self.config.base_path.lstrip("/")
 
     def describe(self, version: int) -> str:
         return f"{{name: {self.name} version: {version}}}"
@@ -123,8 +125,10 @@ class Handle:
 
 class ModelManager:
     def __init__(self, *, batching: BatchingOptions | None = None,
-                 metrics: Metrics | None = None, load_threads: int = 1):
+                 metrics: Metrics | None = None, load_threads: int = 1,
+                 base_path_root: Path = Path("/")):
         self.metrics = metrics or Metrics()
+        self.base_path_root = base_path_root
         self.scheduler = BatchScheduler(batching, self.metrics.batch) if batching else None
         self._models: dict[str, Model] = {}
         self._lock = threading.Lock()
@@ -150,14 +154,15 @@ class ModelManager:
                     continue
                 if model is not None:
                     retired.append(model)
-                log.info("Adding model %s from %s (policy %s)", name, model_config.base_path,
+                model = Model(model_config, self.base_path_root)
+                log.info("Adding model %s from %s (policy %s)", name, model.base_path,
                          versions.describe(model_config.model_version_policy))
-                self._models[name] = Model(model_config)
+                self._models[name] = model
             for name in [n for n in self._models if n not in wanted]:
                 log.info("Removing model %s: no longer in the config", name)
                 retired.append(self._models.pop(name))
         for model in retired:
-            self._retire(model)
+            self._retire(model, "model removed from the config")
         self.poll()
 
     def poll(self) -> None:
@@ -262,19 +267,19 @@ class ModelManager:
         gc.collect()
         log.info("Done unloading servable version %s", model.describe(version.number))
 
-    def _retire(self, model: Model) -> None:
+    def _retire(self, model: Model, reason: str) -> None:
         with model.lock:
             model.retired = True
             for version in model.versions.values():
                 if version.state == State.AVAILABLE:
-                    self._start_unload(model, version, "model removed from the config")
+                    self._start_unload(model, version, reason)
 
     def stop(self) -> None:
         """Unload everything once in-flight requests are done (SIGTERM)."""
         with self._lock:
             models = list(self._models.values())
         for model in models:
-            self._retire(model)
+            self._retire(model, "the server is stopping")
         self._loader.shutdown(wait=True)
         for thread in self._unloaders:
             thread.join()

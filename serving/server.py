@@ -39,6 +39,7 @@ class Options:
     enable_batching: bool = False
     batching_parameters_file: Path | None = None
     monitoring_config_file: Path | None = None
+    base_path_root: Path = Path("/")
     max_request_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     drain_seconds: float = 30
 
@@ -62,7 +63,7 @@ class ModelServer:
         batching = (config_files.read_batching_parameters(options.batching_parameters_file)
                     if options.enable_batching else None)
         metrics_path = config_files.read_monitoring_config(options.monitoring_config_file)
-        self.manager = ModelManager(batching=batching)
+        self.manager = ModelManager(batching=batching, base_path_root=options.base_path_root)
         if batching:
             log.info("Batching: %s", batching)
         self.app = create_app(self.manager, metrics_path=metrics_path,

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_the_repositorys_config_files_parse():
     models = config.read_model_server_config(ROOT / "serving" / "models.config")
     (model,) = models.model_config_list.config
-    assert (model.name, model.base_path) == ("classifier", "models/classifier")
+    assert (model.name, model.base_path) == ("classifier", "/models/classifier")
     assert versions.describe(model.model_version_policy) == "latest 1"
     assert config.read_batching_parameters(ROOT / "serving" / "batching.config") == \
         config.BatchingOptions(max_batch_size=32, batch_timeout_micros=0,
@@ -49,6 +49,8 @@ MODEL = 'name: "m" base_path: "/models/m" model_platform: "tensorflow"'
     (f"model_config_list {{ config {{ {MODEL} }} config {{ {MODEL} }} }}",
      "model 'm' is configured twice"),
     ('model_config_list { config { name: "m" } }', "model 'm' has no base_path"),
+    ('model_config_list { config { name: "m" base_path: "models/m" } }',
+     "Expected model m to have an absolute path; got base_path()=models/m"),
     ('model_config_list { config { base_path: "/x" } }', "a model config has no name"),
     ('model_config_list { config { name: "m" base_path: "/x" model_platform: "onnx" } }',
      "model_platform 'onnx' is not supported"),
@@ -132,13 +134,11 @@ def test_command_line_refuses_bad_config_with_exit_code_2(args: list[str], messa
 
 
 def test_generated_protobuf_code_matches_the_proto(tmp_path: Path):
-    from importlib.resources import files
-
-    from grpc_tools import protoc
-
+    # protoc runs in its own process: its bundled protobuf library must not
+    # share one with TensorFlow's (that crashes the interpreter).
     proto_dir = ROOT / "serving" / "proto"
-    well_known = files("grpc_tools") / "_proto"  # google/protobuf/wrappers.proto
-    assert protoc.main(["protoc", f"-I{proto_dir}", f"-I{well_known}", f"--python_out={tmp_path}",
-                        str(proto_dir / "serving_options.proto")]) == 0
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_dir}",
+                    f"--python_out={tmp_path}", str(proto_dir / "serving_options.proto")],
+                   check=True, timeout=60)
     assert (tmp_path / "serving_options_pb2.py").read_text() == \
         (proto_dir / "serving_options_pb2.py").read_text(), "run `make protos`"

@@ -207,3 +207,22 @@ def test_sigterm_finishes_in_flight_requests_then_exits(tmp_path: Path):
     assert "Done unloading servable version {name: tiny version: 1}" in log
     with pytest.raises(ServingRequestError):
         ServingClient(server.url, "tiny", retries=0).status()
+
+
+def test_the_repositorys_own_config_files_serve_the_model_folder(tmp_path: Path):
+    (tmp_path / "models" / "classifier").mkdir(parents=True)
+    tiny_model(tmp_path / "models" / "classifier" / "1", 1.0)
+    server = ServingProcess(["--model_config_file=serving/models.config",
+                             f"--base_path_root={tmp_path}", "--enable_batching",
+                             "--batching_parameters_file=serving/batching.config",
+                             "--monitoring_config_file=serving/monitoring.config"],
+                            tmp_path / "server.log").start()
+    try:
+        client = server.client("classifier")
+        wait_until(lambda: available_versions(client) == {1}, 60, "version 1")
+        assert client.predict(instances=[[0.0]]) == {"predictions": [[1.0]]}
+        metrics = requests.get(f"{server.url}/monitoring/prometheus/metrics", timeout=10)
+        assert ':tensorflow:serving:model_version_available{model_name="classifier",' \
+               'version="1"} 1.0' in metrics.text
+    finally:
+        assert server.stop() == 0
