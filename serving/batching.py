@@ -11,7 +11,8 @@ refused with UNAVAILABLE (HTTP 503) rather than left to time out.
 
 Merging has one risk TF Serving leaves open: one bad request (say, bytes that
 are not an image) fails the whole model call. Here a batch that fails with
-INVALID_ARGUMENT is re-run request by request, so only the culprit fails.
+INVALID_ARGUMENT is split in halves and each half re-run, recursively, so only
+the culprit fails, at the cost of about 2·log2(batch) extra calls.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from serving.errors import Code, ServingError, invalid_argument, unavailable
 
 log = logging.getLogger(__name__)
 
+#: Named arrays sharing a first (batch) dimension: a signature's inputs or outputs.
 Tensors = dict[str, np.ndarray]
 RunFn = Callable[[Tensors], Tensors]
 #: Called after every model call with the queue's labels, the batch size and
@@ -161,7 +163,11 @@ class BatchScheduler:
             started = time.monotonic()
             self._run(queue, batch.tasks)
             if self._observe is not None:
-                self._observe(queue.labels, batch.size, [started - t.enqueued for t in batch.tasks])
+                try:
+                    self._observe(queue.labels, batch.size,
+                                  [started - t.enqueued for t in batch.tasks])
+                except Exception:  # metrics must never stop the batch thread
+                    log.exception("batch observer failed")
 
     def _run(self, queue: BatchQueue, tasks: list[_Task]) -> None:
         try:
@@ -171,8 +177,8 @@ class BatchScheduler:
             try:
                 merged = {key: np.concatenate([t.inputs[key] for t in tasks])
                           for key in tasks[0].inputs}
-            except ValueError:  # shapes that do not stack: run them one by one
-                return self._run_each(queue, tasks)
+            except ValueError:  # shapes that do not stack: run them in smaller groups
+                return self._run_halves(queue, tasks)
             outputs = queue.run(merged)
             total, start, results = sum(t.size for t in tasks), 0, []
             for task in tasks:
@@ -182,7 +188,7 @@ class BatchScheduler:
                 task.future.set_result(result)
         except ServingError as error:
             if error.code == Code.INVALID_ARGUMENT and len(tasks) > 1:
-                return self._run_each(queue, tasks)
+                return self._run_halves(queue, tasks)
             for task in tasks:
                 task.future.set_exception(error)
         except Exception as error:  # never leave a request waiting forever
@@ -191,9 +197,10 @@ class BatchScheduler:
                 if not task.future.done():
                     task.future.set_exception(ServingError(Code.INTERNAL, str(error)))
 
-    def _run_each(self, queue: BatchQueue, tasks: list[_Task]) -> None:
-        for task in tasks:
-            self._run(queue, [task])
+    def _run_halves(self, queue: BatchQueue, tasks: list[_Task]) -> None:
+        half = len(tasks) // 2
+        self._run(queue, tasks[:half])
+        self._run(queue, tasks[half:])
 
 
 def _slice(outputs: Tensors, start: int, size: int, total: int) -> Tensors:

@@ -22,16 +22,17 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from serving.batching import Tensors
 from serving.errors import invalid_argument
 from serving.servable import TensorSpec
-
-Tensors = dict[str, np.ndarray]
 
 
 def parse_body(body: bytes) -> dict[str, Any]:
     try:
         document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise invalid_argument("JSON Parse error: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, bad UTF-8, integers of 4300+ digits
         raise invalid_argument(f"JSON Parse error: {exc}") from None
     if not isinstance(document, dict):
         raise invalid_argument("JSON Parse error: the request body must be a JSON object")
@@ -46,10 +47,13 @@ def request_inputs(document: dict[str, Any], specs: dict[str, TensorSpec]
         raise invalid_argument(
             "Missing 'inputs' or 'instances' key" if not has_rows else
             "Not formatted correctly expecting only one of 'inputs' or 'instances' keys exists")
-    if has_rows:
-        tensors = _rows(document["instances"], specs)
-        return "row", tensors, len(document["instances"])
-    tensors = _columns(document["inputs"], specs)
+    try:
+        if has_rows:
+            tensors = _rows(document["instances"], specs)
+            return "row", tensors, len(document["instances"])
+        tensors = _columns(document["inputs"], specs)
+    except RecursionError:
+        raise invalid_argument("inputs are nested too deeply") from None
     return "columnar", tensors, _batch_size(tensors)
 
 
@@ -136,7 +140,11 @@ def _walk(value: Any, flat: list[bytes], name: str) -> tuple[int, ...]:
                 f"input {name!r}: Unable to base64 decode the \"b64\" value") from None
         return ()
     if isinstance(value, str):
-        flat.append(value.encode())
+        try:
+            flat.append(value.encode())
+        except UnicodeEncodeError:  # a lone surrogate such as "\ud800"
+            raise invalid_argument(f"input {name!r}: a string that is not valid Unicode; "
+                                   'send binary data as {"b64": ...}') from None
         return ()
     raise invalid_argument(f"input {name!r} takes strings or {{\"b64\": ...}} objects, "
                            f"not {json.dumps(value)[:40]}")
@@ -152,6 +160,8 @@ def _numbers(value: Any, dtype: tf.DType, name: str) -> np.ndarray:
                        or (kind == "f" and dtype.is_integer)):
         raise invalid_argument(f"input {name!r} takes {dtype.name} values; "
                                f"got {json.dumps(array.flat[0], default=str)[:40]}")
+    if array.size and dtype.is_integer and (array.min() < dtype.min or array.max() > dtype.max):
+        raise invalid_argument(f"input {name!r}: a value outside the range of {dtype.name}")
     return array.astype(dtype.as_numpy_dtype)
 
 
@@ -174,6 +184,7 @@ def _show(shape: tuple[int | None, ...]) -> str:
 
 
 def _batch_size(tensors: Tensors) -> int | None:
+    """The first dimension all inputs share; None (not batchable) otherwise."""
     sizes = {array.shape[0] if array.ndim else None for array in tensors.values()}
     return sizes.pop() if len(sizes) == 1 else None
 

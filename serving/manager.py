@@ -8,9 +8,10 @@ TF Serving's version life cycle, kept per model:
 - Polling the base path computes the versions the policy wants. A new one is
   loaded and warmed up on a loader thread while the old ones keep serving; it
   is routed to only once AVAILABLE.
-- A version the policy no longer wants is unloaded only when no wanted version
-  is still loading (availability first), and only after the requests holding
-  it have finished: it is first taken out of routing (UNLOADING), then dropped.
+- A version the policy no longer wants is unloaded only once every wanted
+  version is AVAILABLE (availability first), and only after the requests
+  holding it have finished: it is first taken out of routing (UNLOADING), then
+  dropped. Wanted again before that (a quick rollback), it is kept.
 - A version that fails to load is END with its error and never routed to; the
   policy then picks among the versions that do load, so the previous one keeps
   serving. It is retried only if its files change.
@@ -39,7 +40,7 @@ from tensorflow_serving.config.model_server_config_pb2 import ModelConfig, Model
 from serving import versions
 from serving.batching import BatchQueue, BatchScheduler
 from serving.config import BatchingOptions
-from serving.errors import Code, ServingError, not_found
+from serving.errors import Code, ConfigError, ServingError, not_found
 from serving.metrics import Metrics
 from serving.servable import Servable, first_line
 
@@ -81,7 +82,10 @@ class Model:
         self.config = config
         self.root = root
         self.versions: dict[int, Version] = {}
+        #: Guards versions and their states; notified when requests finish or loads end.
         self.lock = threading.Condition()
+        #: One reconcile at a time, each acting on its own fresh folder listing.
+        self.reconciling = threading.Lock()
         self.retired = False
 
     @property
@@ -107,10 +111,14 @@ class Handle:
         self.servable: Servable = version.servable  # type: ignore[assignment]
 
     def predict(self, signature: str, inputs: dict[str, np.ndarray],
-                size: int) -> dict[str, np.ndarray]:
-        """Runs the signature, through the batch queue when batching is on."""
+                size: int | None) -> dict[str, np.ndarray]:
+        """Runs the signature, through the batch queue when batching is on.
+
+        `size` is the batch dimension shared by all inputs, None when they have
+        none (scalars, mismatched columns): such requests cannot be merged.
+        """
         scheduler = self._manager.scheduler
-        if scheduler is None:
+        if scheduler is None or size is None:
             return self.servable.run(signature, inputs)
         with self.model.lock:
             queue = self.version.queues.get(signature)
@@ -138,13 +146,23 @@ class ModelManager:
     # --- configuration and polling ---------------------------------------
 
     def apply(self, config: ModelServerConfig) -> None:
-        """Serve exactly the models of `config`; unchanged models keep their versions."""
+        """Serve exactly the models of `config`; unchanged models keep their versions.
+
+        A served model's base path cannot change: its versions would be dropped
+        before the new folder's had loaded. Such a config is refused whole.
+        """
         wanted = {m.name: m for m in config.model_config_list.config}
         retired: list[Model] = []
         with self._lock:
             for name, model_config in wanted.items():
                 model = self._models.get(name)
-                if model is not None and model.config.base_path == model_config.base_path:
+                if model is not None and model.config.base_path != model_config.base_path:
+                    raise ConfigError(
+                        f"model {name!r} cannot move from {model.config.base_path} to "
+                        f"{model_config.base_path} while served: give it a new name, or restart")
+            for name, model_config in wanted.items():
+                model = self._models.get(name)
+                if model is not None:
                     if model.config != model_config:
                         log.info("Model %s: new policy %s, labels %s", name,
                                  versions.describe(model_config.model_version_policy),
@@ -152,8 +170,6 @@ class ModelManager:
                     with model.lock:
                         model.config = model_config
                     continue
-                if model is not None:
-                    retired.append(model)
                 model = Model(model_config, self.base_path_root)
                 log.info("Adding model %s from %s (policy %s)", name, model.base_path,
                          versions.describe(model_config.model_version_policy))
@@ -173,42 +189,54 @@ class ModelManager:
             self._reconcile(model)
 
     def _reconcile(self, model: Model) -> None:
-        if not model.base_path.is_dir():
-            # TF Serving keeps serving what it has when the base path is unreadable.
-            log.warning("Model %s: base path %s is not a readable folder", model.name,
-                        model.base_path)
-            return
-        on_disk = versions.scan(model.base_path)
-        with model.lock:
-            if model.retired:
+        # Called by the poll thread and after every load and unload.
+        with model.reconciling:
+            if not model.base_path.is_dir():
+                # TF Serving keeps serving what it has when the base path is unreadable.
+                log.warning("Model %s: base path %s is not a readable folder", model.name,
+                            model.base_path)
                 return
-            candidates = [number for number, path in on_disk.items()
-                          if not self._still_broken(model.versions.get(number), path)]
-            wanted = versions.aspired(model.config.model_version_policy, candidates)
-            for number in sorted(wanted, reverse=True):
-                current = model.versions.get(number)
-                if current is None or current.state == State.END:
-                    self._start_load(model, Version(number, on_disk[number]))
-            loading = any(model.versions[n].state in (State.START, State.LOADING) for n in wanted)
-            for version in list(model.versions.values()):
-                if (version.state == State.AVAILABLE and version.number not in wanted
-                        and not loading):
-                    reason = ("its folder was deleted" if version.number not in on_disk
-                              else f"policy {versions.describe(model.config.model_version_policy)}")
-                    self._start_unload(model, version, reason)
-            self._check_labels(model)
+            on_disk = versions.scan(model.base_path)
+            with model.lock:
+                if not model.retired:
+                    self._converge(model, on_disk)
+
+    def _converge(self, model: Model, on_disk: dict[int, Path]) -> None:
+        """Start the loads and unloads that move the model towards its policy."""
+        policy = model.config.model_version_policy
+        candidates = [number for number, path in on_disk.items()
+                      if not self._still_broken(model.versions.get(number), path)]
+        wanted = versions.aspired(policy, candidates)
+        for number in sorted(wanted, reverse=True):
+            current = model.versions.get(number)
+            if current is not None and current.state == State.UNLOADING:
+                current.state = State.AVAILABLE  # its unload thread sees this and gives up
+                self.metrics.version_available.labels(model.name, str(number)).set(1)
+                log.info("Keeping servable version %s: wanted again before it was unloaded",
+                         model.describe(number))
+            elif current is None or current.state == State.END:
+                self._start_load(model, Version(number, on_disk[number]))
+        if not all(model.versions[n].state == State.AVAILABLE for n in wanted):
+            return  # availability first: unload nothing until the wanted versions serve
+        for version in list(model.versions.values()):
+            if version.state == State.AVAILABLE and version.number not in wanted:
+                reason = ("its folder was deleted" if version.number not in on_disk
+                          else f"policy {versions.describe(policy)}")
+                self._start_unload(model, version, reason)
 
     @staticmethod
     def _still_broken(version: Version | None, path: Path) -> bool:
         return (version is not None and version.failed_files is not None
                 and versions.fingerprint(path) == version.failed_files)
 
-    def _check_labels(self, model: Model) -> None:
-        for label, number in model.config.version_labels.items():
-            version = model.versions.get(number)
-            if version is None or version.state != State.AVAILABLE:
-                log.debug("Model %s: label %s -> version %d, not available", model.name,
-                          label, number)
+    def wait_for_initial_loads(self) -> None:
+        """Block until no version is loading, as TF Serving does before opening its port."""
+        with self._lock:
+            models = list(self._models.values())
+        for model in models:
+            with model.lock:
+                model.lock.wait_for(lambda m=model: not any(
+                    v.state in (State.START, State.LOADING) for v in m.versions.values()))
 
     # --- loading and unloading -------------------------------------------
 
@@ -244,6 +272,7 @@ class ModelManager:
                 self.metrics.version_available.labels(model.name, str(version.number)).set(1)
                 log.info("Successfully loaded servable version %s (%d warm-up requests); "
                          "now serving it", name, replayed)
+            model.lock.notify_all()
         self._reconcile(model)
 
     def _start_unload(self, model: Model, version: Version, reason: str) -> None:
@@ -253,12 +282,15 @@ class ModelManager:
                  model.describe(version.number), reason, version.in_flight)
         thread = threading.Thread(target=self._unload, args=(model, version),
                                   name=f"unload-{model.name}-{version.number}")
-        self._unloaders.append(thread)
+        self._unloaders = [t for t in self._unloaders if t.is_alive()] + [thread]
         thread.start()
 
     def _unload(self, model: Model, version: Version) -> None:
         with model.lock:
-            model.lock.wait_for(lambda: version.in_flight == 0)
+            model.lock.wait_for(
+                lambda: version.in_flight == 0 or version.state != State.UNLOADING)
+            if version.state != State.UNLOADING:
+                return  # wanted again meanwhile: _converge put it back to AVAILABLE
             for queue in version.queues.values():
                 queue.close()
             version.queues.clear()
@@ -266,6 +298,7 @@ class ModelManager:
             version.state = State.END
         gc.collect()
         log.info("Done unloading servable version %s", model.describe(version.number))
+        self._reconcile(model)
 
     def _retire(self, model: Model, reason: str) -> None:
         with model.lock:
@@ -280,7 +313,7 @@ class ModelManager:
             models = list(self._models.values())
         for model in models:
             self._retire(model, "the server is stopping")
-        self._loader.shutdown(wait=True)
+        self._loader.shutdown(wait=True, cancel_futures=True)
         for thread in self._unloaders:
             thread.join()
         if self.scheduler is not None:
@@ -327,6 +360,10 @@ class ModelManager:
                 held.in_flight -= 1
                 if held.in_flight == 0:
                     model.lock.notify_all()
+
+    def knows(self, name: str) -> bool:
+        with self._lock:
+            return name in self._models
 
     def status(self, name: str, version: int | None = None,
                label: str | None = None) -> list[VersionStatus]:

@@ -28,9 +28,11 @@ from serving.errors import Code, ServingError, invalid_argument
 from serving.manager import ModelManager, VersionStatus
 
 PREDICT_URL = re.compile(
-    r"/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?:(classify|regress|predict)", re.I)
+    r"/v1/models/([^/:]+)(?:/versions/([0-9]+)|/labels/([^/:]+))?:(classify|regress|predict)",
+    re.I)
 STATUS_URL = re.compile(
-    r"/v1/models(?:/([^/:]+))?(?:/versions/(\d+)|/labels/([^/:]+))?(?:/(metadata))?", re.I)
+    r"/v1/models(?:/([^/:]+))?(?:/versions/([0-9]+)|/labels/([^/:]+))?(?:/(metadata))?", re.I)
+MAX_VERSION = 2**63 - 1
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 
 
@@ -48,7 +50,15 @@ def create_app(manager: ModelManager, *, metrics_path: str | None = None,
         except ServingError as error:
             body, status = {"error": error.message}, error.http_status
             record["status"] = error.code.name
-        manager.metrics.request(record["model"], record["version"], record["api"],
+        except HTTPException:  # e.g. 413 from reading the body: http_error() answers
+            raise
+        except Exception as error:  # a bug of ours: still JSON, still counted
+            app.logger.exception("request failed: %s %s", request.method, request.path)
+            body, status = {"error": f"Internal error: {type(error).__name__}"}, 500
+            record["status"] = Code.INTERNAL.name
+        # Unknown model names would each add a time series: count them as one.
+        model = record["model"] if manager.knows(record["model"]) else ""
+        manager.metrics.request(model, record["version"], record["api"],
                                 record.get("status", "OK"), time.perf_counter() - started)
         return _json(body, status)
 
@@ -96,7 +106,11 @@ def _dispatch(manager: ModelManager, record: dict[str, str]) -> dict[str, Any]:
 
 
 def _version(text: str | None) -> int | None:
-    return int(text) if text else None
+    if not text:
+        return None
+    if int(text) > MAX_VERSION:
+        raise invalid_argument(f"Failed to convert version: {text} to numeric.")
+    return int(text)
 
 
 def _predict(manager: ModelManager, name: str, version: int | None, label: str | None,
@@ -116,6 +130,8 @@ def _predict(manager: ModelManager, name: str, version: int | None, label: str |
 
 def _metadata(manager: ModelManager, name: str, version: int | None, label: str | None,
               record: dict[str, str]) -> dict[str, Any]:
+    """Built as TF Serving builds it: a GetModelMetadataResponse holding the
+    SignatureDefMap in an Any, written out as TF Serving writes it."""
     with manager.acquire(name, version, label) as handle:
         record["version"] = str(handle.version.number)
         signatures = SignatureDefMap()

@@ -83,8 +83,14 @@ class ModelServer:
         return self.http.bind_addr[1]
 
     def serve(self) -> None:
-        """Load the first versions, then answer requests until stop()."""
+        """Load the first versions, then answer requests until stop().
+
+        As TF Serving does, the port opens only once the versions found at
+        start-up have loaded (or failed to), so a client never sees a server
+        that answers 404 because it is still loading.
+        """
         self.manager.apply(self.config)
+        self.manager.wait_for_initial_loads()
         self._every(self.options.file_system_poll_wait_seconds, self.manager.poll, "fs-poll")
         if self.options.model_config_file is not None:
             self._every(self.options.model_config_file_poll_wait_seconds, self._reload_config,
@@ -92,6 +98,8 @@ class ModelServer:
         self.http.prepare()
         log.info("Serving the REST API at http://%s:%d", self.options.rest_api_host, self.port)
         self.http.serve()
+        for poller in self._pollers:  # no config reload may race the unloads
+            poller.join()
         self.manager.stop()
         log.info("Stopped")
 
@@ -120,13 +128,14 @@ class ModelServer:
     def _reload_config(self) -> None:
         try:
             config = config_files.read_model_server_config(self.options.model_config_file)
+            if config == self.config:
+                return
+            log.info("%s changed: applying it", self.options.model_config_file)
+            self.manager.apply(config)
         except ConfigError as error:
             log.error("Keeping the current config: %s", error)
             return
-        if config != self.config:
-            log.info("%s changed: applying it", self.options.model_config_file)
-            self.config = config
-            self.manager.apply(config)
+        self.config = config
 
 
 def run(options: Options) -> None:

@@ -3,8 +3,9 @@
 Pure functions over the file system and TF Serving's ServableVersionPolicy, so
 the rules are testable without loading a model:
 
-- a version is a folder under the base path whose name is a number
-  ("00000123" is version 123); anything else (reports/, .staging-*) is ignored;
+- a version is a folder under the base path whose name is a number that fits
+  an int64 ("00000123" is version 123); anything else (reports/, .staging-*)
+  is ignored;
 - `latest {num_versions: N}` (the default, N=1) wants the N highest,
   `all` every one, `specific {versions: ...}` those listed that exist.
 """
@@ -12,6 +13,7 @@ the rules are testable without loading a model:
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from tensorflow_serving.config.file_system_storage_path_source_pb2 import (
 
 VersionPolicy = FileSystemStoragePathSourceConfig.ServableVersionPolicy
 Fingerprint = tuple[tuple[str, int, int], ...]
+MAX_VERSION = 2**63 - 1
+_NUMBER = re.compile(r"[0-9]+")  # ASCII only: "²".isdigit() is True
 
 
 def scan(base_path: Path) -> dict[int, Path]:
@@ -31,7 +35,7 @@ def scan(base_path: Path) -> dict[int, Path]:
         return {}
     found: dict[int, Path] = {}
     for entry in entries:
-        if entry.name.isdigit() and entry.is_dir():
+        if _NUMBER.fullmatch(entry.name) and int(entry.name) <= MAX_VERSION and entry.is_dir():
             found[int(entry.name)] = Path(entry.path)
     return found
 
@@ -61,8 +65,7 @@ def aspired(policy: VersionPolicy, candidates: Iterable[int]) -> set[int]:
         return set(versions)
     if choice == "specific":
         return set(versions) & set(policy.specific.versions)
-    count = max(policy.latest.num_versions, 1) if choice == "latest" else 1
-    return set(versions[-count:])
+    return set(versions[-_latest_count(policy):])
 
 
 def describe(policy: VersionPolicy) -> str:
@@ -71,5 +74,11 @@ def describe(policy: VersionPolicy) -> str:
         return "all"
     if choice == "specific":
         return f"specific {sorted(policy.specific.versions)}"
-    count = max(policy.latest.num_versions, 1) if choice == "latest" else 1
-    return f"latest {count}"
+    return f"latest {_latest_count(policy)}"
+
+
+def _latest_count(policy: VersionPolicy) -> int:
+    """latest {num_versions: N}; unset (0) and no policy at all both mean 1."""
+    if policy.WhichOneof("policy_choice") == "latest":
+        return max(policy.latest.num_versions, 1)
+    return 1

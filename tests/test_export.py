@@ -56,7 +56,9 @@ def test_export_answers_raw_image_bytes_like_the_keras_model(trained, fmt):
     served, classes = export.predict_bytes(trained.version_dir, files)
     expected = keras_scores(trained.model, [Image.open(io.BytesIO(f)) for f in files])
     assert classes == ["circle", "square", "triangle"]
-    np.testing.assert_allclose(served, expected, atol=2e-3)
+    # TF's and Pillow's JPEG decoders round a few pixels differently (their IDCTs
+    # differ); lossless formats decode to identical pixels.
+    np.testing.assert_allclose(served, expected, atol=1e-2 if fmt == "JPEG" else 2e-3)
     assert (served.argmax(1) == expected.argmax(1)).all()
     assert list(served.argmax(1)) == [0, 1, 2, 0]  # and the answers are right
 

@@ -76,7 +76,20 @@ def test_a_failing_request_fails_alone():
     results = submit_concurrently(scheduler.queue(LABELS, model), [1.0, -1.0, 3.0])
     scheduler.stop()
     assert results == {1.0: 2.0, -1.0: Code.INVALID_ARGUMENT, 3.0: 6.0}
-    assert model.calls[0] == 3 and sorted(model.calls[1:]) == [1, 1, 1]
+    assert model.calls[0] == 3
+
+
+def test_a_failing_request_is_found_by_halving_not_one_call_per_request():
+    scheduler = BatchScheduler(BatchingOptions(max_batch_size=16, batch_timeout_micros=300_000,
+                                               num_batch_threads=1))
+    model = Model()
+    values = [float(v) for v in range(1, 16)] + [-1.0]
+    results = submit_concurrently(scheduler.queue(LABELS, model), values)
+    scheduler.stop()
+    assert results[-1.0] == Code.INVALID_ARGUMENT
+    assert all(results[v] == 2 * v for v in values if v > 0)
+    assert model.calls[0] == 16
+    assert len(model.calls) <= 1 + 2 * 4  # halving 16 down to 1: two calls per level
 
 
 def test_requests_larger_than_a_batch_are_refused():

@@ -104,7 +104,7 @@ def test_version_policies_pick_like_tf_serving(text: str, expected: set[int]):
 
 
 def test_only_numbered_folders_are_versions(tmp_path: Path):
-    for name in ("00000123", "7", "reports", ".staging-8-99", "v9"):
+    for name in ("00000123", "7", "reports", ".staging-8-99", "v9", "²", "9" * 20):
         (tmp_path / name).mkdir()
     (tmp_path / "12").write_text("a file, not a folder")
     assert versions.scan(tmp_path) == {123: tmp_path / "00000123", 7: tmp_path / "7"}

@@ -135,6 +135,24 @@ def test_malformed_predict_requests_get_400_naming_the_problem(
     assert message in error_of(post(server, ":predict", body), 400)
 
 
+@pytest.mark.parametrize(("body", "message"), [
+    (b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
+    (b'{"instances": [[' + b"9" * 5000 + b"]]}", "JSON Parse error"),
+    (b'{"signature_name": "classify_x_to_y", "instances": ["\\ud800"]}', "not valid Unicode"),
+])
+def test_pathological_json_gets_400_not_500(server: ServingProcess, body: bytes, message: str):
+    assert message in error_of(post(server, ":predict", body), 400)
+
+
+@pytest.mark.parametrize("suffix", ["/versions/99999999999999999999",
+                                    "/versions/99999999999999999999:predict"])
+def test_version_numbers_beyond_int64_are_invalid(server: ServingProcess, suffix: str):
+    method = "post" if suffix.endswith(":predict") else "get"
+    response = requests.request(method, url(server, suffix), json={"instances": [[1.0]]},
+                                timeout=10)
+    assert "Failed to convert version: 99999999999999999999" in error_of(response, 400)
+
+
 def test_too_many_instances_for_one_batch_get_400(server: ServingProcess):
     message = error_of(post(server, ":predict", {"instances": [[1.0]] * 10_000}), 400)
     assert "Task size 10000 is larger than maximum batch size 64" in message

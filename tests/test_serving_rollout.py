@@ -124,13 +124,13 @@ def test_rollout_broken_version_and_rollback_under_load(tmp_path: Path, batching
             assert available_versions(client) == {2}
 
             # Deleting the newest good version rolls back to version 1.
-            deleted = time.monotonic()
             shutil.rmtree(base / "2")
             wait_until(lambda: available_versions(client) == {1}, 15, "rollback to version 1")
+            # Requests holding version 2 finish on it; once it is unloaded, only 1 answers.
+            wait_until(lambda: state_of(client, 2) == "END", 15, "version 2 unloaded")
             settled = time.monotonic()
             time.sleep(1)
             assert load.answered_since(settled) == {1.0}
-            assert 1.0 in load.answered_since(deleted)
 
         assert load.failures == []
         assert len(load.answers) > 50
@@ -138,6 +138,37 @@ def test_rollout_broken_version_and_rollback_under_load(tmp_path: Path, batching
         log = server.log()
         assert "Failed to load servable version {name: tiny version: 3}" in log
         assert "Unloading servable version {name: tiny version: 2}: its folder was deleted" in log
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_version_wanted_again_while_unloading_is_kept_serving(tmp_path: Path):
+    base = tmp_path / "tiny"
+    base.mkdir()
+    tiny_model(base / "2", 2.0)
+    slow_batches = tmp_path / "batching.config"  # requests wait 5 s in the batch queue
+    slow_batches.write_text("max_batch_size { value: 64 }\n"
+                            "batch_timeout_micros { value: 5000000 }\n")
+    server = ServingProcess(["--model_name=tiny", f"--model_base_path={base}",
+                             "--file_system_poll_wait_seconds=0.3", "--enable_batching",
+                             f"--batching_parameters_file={slow_batches}"],
+                            tmp_path / "server.log").start()
+    client = server.client("tiny")
+    try:
+        wait_until(lambda: available_versions(client) == {2}, 60, "version 2")
+        answers: list[object] = []
+        held = threading.Thread(target=lambda: answers.append(
+            client.predict(instances=[[0.0]], version=2)))
+        held.start()  # version 2 now has a request in flight for 5 s
+        time.sleep(0.3)
+        tiny_model(base / "3", 3.0)
+        wait_until(lambda: state_of(client, 2) == "UNLOADING", 10, "version 3 to replace 2")
+        shutil.rmtree(base / "3")  # rolled back before version 2 was gone
+        wait_until(lambda: available_versions(client) == {2}, 10, "version 2 kept")
+        held.join()
+        assert answers == [{"predictions": [[2.0]]}]
+        assert "Keeping servable version {name: tiny version: 2}" in server.log()
+        assert server.log().count("Loading servable version {name: tiny version: 2}") == 1
     finally:
         assert server.stop() == 0
 
