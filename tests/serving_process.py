@@ -11,7 +11,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from serving.client import ServingClient, ServingRequestError
@@ -60,6 +61,16 @@ class ServingProcess:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode
+
+
+@contextmanager
+def running(args: list[str], log_path: Path) -> Iterator[ServingProcess]:
+    """A started server, stopped with SIGTERM at the end; it must exit cleanly."""
+    server = ServingProcess(args, log_path).start()
+    try:
+        yield server
+    finally:
+        assert server.stop() == 0, server.log()[-2000:]
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:

@@ -6,7 +6,6 @@ import base64
 import io
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,11 +137,3 @@ def test_client_reports_errors_with_the_servers_message(server: ServingProcess):
         ServingClient(server.url, MODEL).classify([b"nope"])
     assert raised.value.status_code == 400
     assert not raised.value.retryable
-
-
-def test_unreachable_server_is_a_retryable_client_error(tmp_path: Path):
-    client = ServingClient("http://127.0.0.1:9", MODEL, retries=1, backoff=0.01)
-    with pytest.raises(ServingRequestError) as raised:
-        client.status()
-    assert raised.value.status_code is None
-    assert raised.value.retryable

@@ -17,7 +17,7 @@ import requests
 import tensorflow as tf
 
 from serving.client import ServingClient, ServingRequestError
-from tests.serving_process import ServingProcess, available_versions, wait_until
+from tests.serving_process import available_versions, running, wait_until
 
 POLL_SECONDS = 1.0
 
@@ -87,23 +87,34 @@ def state_of(client: ServingClient, version: int) -> str | None:
 
 
 @pytest.fixture
-def batching_file(tmp_path: Path) -> Path:
-    path = tmp_path / "batching.config"
-    path.write_text("max_batch_size { value: 16 }\nbatch_timeout_micros { value: 2000 }\n"
-                    "num_batch_threads { value: 1 }\n")
+def base(tmp_path: Path) -> Path:
+    """The model's base path, versions dropped in by each test."""
+    path = tmp_path / "tiny"
+    path.mkdir()
     return path
 
 
-def test_rollout_broken_version_and_rollback_under_load(tmp_path: Path, batching_file: Path):
-    base = tmp_path / "tiny"
-    base.mkdir()
+def tiny_server(base: Path, *flags: str):
+    return running(["--model_name=tiny", f"--model_base_path={base}", *flags],
+                   base.parent / "server.log")
+
+
+def slow_batches(folder: Path, timeout_micros: int) -> Path:
+    """A batching file under which each request waits for company that never comes."""
+    path = folder / "slow_batching.config"
+    path.write_text(f"max_batch_size {{ value: 64 }}\n"
+                    f"batch_timeout_micros {{ value: {timeout_micros} }}\n")
+    return path
+
+
+def test_rollout_broken_version_and_rollback_under_load(base: Path):
+    batching = base.parent / "batching.config"
+    batching.write_text("max_batch_size { value: 16 }\nbatch_timeout_micros { value: 2000 }\n"
+                        "num_batch_threads { value: 1 }\n")
     tiny_model(base / "1", 1.0)
-    server = ServingProcess(
-        ["--model_name=tiny", f"--model_base_path={base}",
-         f"--file_system_poll_wait_seconds={POLL_SECONDS}", "--enable_batching",
-         f"--batching_parameters_file={batching_file}"], tmp_path / "server.log").start()
-    client = server.client("tiny")
-    try:
+    with tiny_server(base, f"--file_system_poll_wait_seconds={POLL_SECONDS}",
+                     "--enable_batching", f"--batching_parameters_file={batching}") as server:
+        client = server.client("tiny")
         wait_until(lambda: available_versions(client) == {1}, 60, "version 1")
         with Load(server.url, "tiny") as load:
             time.sleep(1)
@@ -138,23 +149,14 @@ def test_rollout_broken_version_and_rollback_under_load(tmp_path: Path, batching
         log = server.log()
         assert "Failed to load servable version {name: tiny version: 3}" in log
         assert "Unloading servable version {name: tiny version: 2}: its folder was deleted" in log
-    finally:
-        assert server.stop() == 0
 
 
-def test_a_version_wanted_again_while_unloading_is_kept_serving(tmp_path: Path):
-    base = tmp_path / "tiny"
-    base.mkdir()
+def test_a_version_wanted_again_while_unloading_is_kept_serving(base: Path):
     tiny_model(base / "2", 2.0)
-    slow_batches = tmp_path / "batching.config"  # requests wait 5 s in the batch queue
-    slow_batches.write_text("max_batch_size { value: 64 }\n"
-                            "batch_timeout_micros { value: 5000000 }\n")
-    server = ServingProcess(["--model_name=tiny", f"--model_base_path={base}",
-                             "--file_system_poll_wait_seconds=0.3", "--enable_batching",
-                             f"--batching_parameters_file={slow_batches}"],
-                            tmp_path / "server.log").start()
-    client = server.client("tiny")
-    try:
+    batching = slow_batches(base.parent, 5_000_000)
+    with tiny_server(base, "--file_system_poll_wait_seconds=0.3", "--enable_batching",
+                     f"--batching_parameters_file={batching}") as server:
+        client = server.client("tiny")
         wait_until(lambda: available_versions(client) == {2}, 60, "version 2")
         answers: list[object] = []
         held = threading.Thread(target=lambda: answers.append(
@@ -169,30 +171,24 @@ def test_a_version_wanted_again_while_unloading_is_kept_serving(tmp_path: Path):
         assert answers == [{"predictions": [[2.0]]}]
         assert "Keeping servable version {name: tiny version: 2}" in server.log()
         assert server.log().count("Loading servable version {name: tiny version: 2}") == 1
-    finally:
-        assert server.stop() == 0
 
 
-def test_config_file_changes_are_applied_live(tmp_path: Path):
-    base = tmp_path / "tiny"
-    base.mkdir()
+def test_config_file_changes_are_applied_live(base: Path):
     tiny_model(base / "1", 1.0)
     tiny_model(base / "2", 2.0)
-    config = tmp_path / "models.config"
+    config = base.parent / "models.config"
 
     def write_config(policy: str, labels: str = "") -> None:
-        staging = tmp_path / "models.config.new"
+        staging = base.parent / "models.config.new"
         staging.write_text(f'model_config_list {{ config {{ name: "tiny" base_path: "{base}" '
                            f'model_platform: "tensorflow" model_version_policy {{ {policy} }} '
                            f'{labels} }} }}')
         os.rename(staging, config)
 
     write_config("latest { num_versions: 1 }")
-    server = ServingProcess([f"--model_config_file={config}",
-                             "--model_config_file_poll_wait_seconds=0.5"],
-                            tmp_path / "server.log").start()
-    client = server.client("tiny")
-    try:
+    with running([f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=0.5"],
+                 base.parent / "server.log") as server:
+        client = server.client("tiny")
         wait_until(lambda: available_versions(client) == {2}, 60, "version 2")
         write_config("specific { versions: 1 }", 'version_labels { key: "stable" value: 1 }')
         wait_until(lambda: available_versions(client) == {1}, 15, "pinned version 1")
@@ -205,32 +201,22 @@ def test_config_file_changes_are_applied_live(tmp_path: Path):
         write_config("all {}")
         wait_until(lambda: available_versions(client) == {1, 2}, 15, "both versions")
         assert client.predict(instances=[[0.0]], version=2) == {"predictions": [[2.0]]}
-    finally:
-        assert server.stop() == 0
 
 
-def test_sigterm_finishes_in_flight_requests_then_exits(tmp_path: Path):
-    base = tmp_path / "tiny"
-    base.mkdir()
+def test_sigterm_finishes_in_flight_requests_then_exits(base: Path):
     tiny_model(base / "1", 1.0)
-    slow_batches = tmp_path / "batching.config"  # each request waits 2 s for company
-    slow_batches.write_text("max_batch_size { value: 64 }\n"
-                            "batch_timeout_micros { value: 2000000 }\n")
-    server = ServingProcess(["--model_name=tiny", f"--model_base_path={base}",
-                             "--enable_batching", f"--batching_parameters_file={slow_batches}"],
-                            tmp_path / "server.log").start()
-    client = server.client("tiny")
-    wait_until(lambda: available_versions(client) == {1}, 60, "version 1")
+    batching = slow_batches(base.parent, 2_000_000)
     answers: list[object] = []
-
-    def request() -> None:
-        answers.append(requests.post(f"{server.url}/v1/models/tiny:predict",
-                                     json={"instances": [[5.0]]}, timeout=30).json())
-
-    in_flight = threading.Thread(target=request)
-    in_flight.start()
-    time.sleep(0.5)
-    assert server.stop() == 0
+    with tiny_server(base, "--enable_batching",
+                     f"--batching_parameters_file={batching}") as server:
+        client = server.client("tiny")
+        wait_until(lambda: available_versions(client) == {1}, 60, "version 1")
+        in_flight = threading.Thread(target=lambda: answers.append(requests.post(
+            f"{server.url}/v1/models/tiny:predict", json={"instances": [[5.0]]},
+            timeout=30).json()))
+        in_flight.start()  # waits 2 s in the batch queue
+        time.sleep(0.5)
+    # running() has sent SIGTERM and seen exit code 0.
     in_flight.join()
     assert answers == [{"predictions": [[1.0]]}]
     log = server.log()
@@ -243,17 +229,13 @@ def test_sigterm_finishes_in_flight_requests_then_exits(tmp_path: Path):
 def test_the_repositorys_own_config_files_serve_the_model_folder(tmp_path: Path):
     (tmp_path / "models" / "classifier").mkdir(parents=True)
     tiny_model(tmp_path / "models" / "classifier" / "1", 1.0)
-    server = ServingProcess(["--model_config_file=serving/models.config",
-                             f"--base_path_root={tmp_path}", "--enable_batching",
-                             "--batching_parameters_file=serving/batching.config",
-                             "--monitoring_config_file=serving/monitoring.config"],
-                            tmp_path / "server.log").start()
-    try:
+    with running(["--model_config_file=serving/models.config", f"--base_path_root={tmp_path}",
+                  "--enable_batching", "--batching_parameters_file=serving/batching.config",
+                  "--monitoring_config_file=serving/monitoring.config"],
+                 tmp_path / "server.log") as server:
         client = server.client("classifier")
         wait_until(lambda: available_versions(client) == {1}, 60, "version 1")
         assert client.predict(instances=[[0.0]]) == {"predictions": [[1.0]]}
         metrics = requests.get(f"{server.url}/monitoring/prometheus/metrics", timeout=10)
         assert ':tensorflow:serving:model_version_available{model_name="classifier",' \
                'version="1"} 1.0' in metrics.text
-    finally:
-        assert server.stop() == 0
