@@ -71,7 +71,8 @@ test: setup weights lint
 bench: setup weights
 	$(BIN)/python bench/train_speed.py
 	$(BIN)/python bench/recipes.py
-	$(BIN)/python bench/serving_speed.py
+	@ls -d "$(MODEL_BASE_PATH)/$(MODEL_NAME)"/[0-9]* >/dev/null 2>&1 || $(MAKE) --no-print-directory train
+	$(BIN)/python bench/serving_speed.py --model-dir "$(MODEL_BASE_PATH)/$(MODEL_NAME)"
 
 # serving/proto/*_pb2.py are committed; regenerate them after editing the .proto.
 protos: setup

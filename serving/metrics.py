@@ -1,6 +1,10 @@
-"""Prometheus metrics, named after TF Serving's own so dashboards work on both.
+"""Prometheus metrics under TF Serving's `:tensorflow:serving:` prefix.
 
-Each server has its own registry (tests run several in one process). Labels
+Close to TF Serving's, not identical: seconds rather than microseconds, a
+`_total` counter suffix (prometheus_client's rule), version labels, and two
+metrics of our own (available versions, load outcomes).
+
+Each server has its own registry, so several can live in one process. Labels
 carry the model and version, so a rollout shows up as traffic moving from
 one version to the next.
 """

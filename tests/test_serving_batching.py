@@ -58,6 +58,22 @@ def test_concurrent_requests_share_one_model_call_and_get_their_own_rows():
     assert model.calls == [4]
 
 
+def test_with_no_timeout_requests_arriving_during_a_call_join_the_next_one():
+    # The shipped serving/batching.config: timeout 0, one batch thread.
+    scheduler = BatchScheduler(BatchingOptions(max_batch_size=32, batch_timeout_micros=0,
+                                               num_batch_threads=1))
+    model = Model(seconds=0.5)
+    queue = scheduler.queue(LABELS, model)
+    first = threading.Thread(target=submit_concurrently, args=(queue, [1.0]))
+    first.start()
+    time.sleep(0.2)  # the first call is running now
+    results = submit_concurrently(queue, [2.0, 3.0, 4.0, 5.0])
+    first.join()
+    scheduler.stop()
+    assert results == {2.0: 4.0, 3.0: 6.0, 4.0: 8.0, 5.0: 10.0}
+    assert model.calls == [1, 4]
+
+
 def test_a_full_batch_runs_without_waiting_for_the_timeout():
     scheduler = BatchScheduler(BatchingOptions(max_batch_size=2, batch_timeout_micros=10_000_000,
                                                num_batch_threads=1))

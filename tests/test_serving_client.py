@@ -59,7 +59,7 @@ OK = {"predictions": [{"scores": [0.2, 0.8], "classes": ["apple", "pear"]}]}
 UNAVAILABLE = {"error": "The batch scheduling queue to which this task was submitted is full"}
 
 
-def test_predict_is_retried_after_503_with_backoff(scripted: str):
+def test_predict_is_retried_after_503(scripted: str):
     Scripted.script = [(503, UNAVAILABLE), (503, UNAVAILABLE), (200, OK)]
     client = ServingClient(scripted, "fruits", retries=3, backoff=0.01)
     (prediction,) = client.classify([b"jpeg bytes"])
@@ -72,6 +72,7 @@ def test_503_after_the_last_retry_is_reported_as_retryable(scripted: str):
     Scripted.script = [(503, UNAVAILABLE)] * 2
     with pytest.raises(ServingRequestError) as raised:
         ServingClient(scripted, "fruits", retries=1, backoff=0.01).status()
+    assert len(Scripted.seen) == 2  # the first try and one retry
     assert raised.value.status_code == 503
     assert raised.value.retryable
     assert "queue" in raised.value.message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,9 +31,9 @@ def test_the_repositorys_config_files_parse():
 def test_batching_fields_left_out_take_tf_servings_defaults(tmp_path: Path):
     path = tmp_path / "batching.config"
     path.write_text("max_batch_size { value: 8 }")
-    options = config.read_batching_parameters(path)
-    assert options.max_batch_size == 8
-    assert options.batch_timeout_micros == config.BatchingOptions().batch_timeout_micros
+    assert config.read_batching_parameters(path) == config.BatchingOptions(
+        max_batch_size=8, batch_timeout_micros=0, max_enqueued_batches=10,
+        num_batch_threads=os.cpu_count() or 1)
 
 
 def test_monitoring_disabled_serves_no_metrics(tmp_path: Path):

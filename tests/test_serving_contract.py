@@ -158,7 +158,7 @@ def test_too_many_instances_for_one_batch_get_400(server: ServingProcess):
     assert "Task size 10000 is larger than maximum batch size 64" in message
 
 
-def test_oversized_body_gets_413_without_being_read(server: ServingProcess):
+def test_oversized_body_gets_a_json_413(server: ServingProcess):
     body = b'{"instances": [' + b"[1.0]," * (50 * 1024 * 1024 // 6) + b"[1.0]]}"
     message = error_of(post(server, ":predict", body), 413)
     assert "larger than 1048576 bytes" in message

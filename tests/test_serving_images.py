@@ -110,9 +110,19 @@ def test_bad_image_inputs_get_400(server: ServingProcess, instance, message: str
     assert message in response.json()["error"]
 
 
+def batch_size_totals(server: ServingProcess) -> dict[str, float]:
+    """The processed_batch_size histogram's _sum (examples) and _count (model calls)."""
+    metrics = requests.get(f"{server.url}/monitoring/prometheus/metrics", timeout=10).text
+    prefix = ":tensorflow:serving:batching_session:processed_batch_size_"
+    return {line[len(prefix):].split("{")[0]: float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith(prefix) and not line.startswith(prefix + "bucket")}
+
+
 def test_a_bad_image_fails_alone_when_batched_with_good_ones(server, test_photos):
     images = test_photos[0][:6]
     results: dict[int, int] = {}
+    before = batch_size_totals(server)
 
     def send(index: int, data: bytes) -> None:
         results[index] = predict(server, {"instances": [b64(data)]}).status_code
@@ -124,12 +134,10 @@ def test_a_bad_image_fails_alone_when_batched_with_good_ones(server, test_photos
     for thread in threads:
         thread.join()
     assert results == {**{i: 200 for i in range(len(images))}, len(images): 400}
-    metrics = requests.get(f"{server.url}/monitoring/prometheus/metrics", timeout=10).text
-    sizes = {line.split("{")[0].rsplit("_", 1)[-1]: float(line.rsplit(" ", 1)[1])
-             for line in metrics.splitlines()
-             if line.startswith(":tensorflow:serving:batching_session:processed_batch_size_")
-             and "_bucket" not in line}
-    assert sizes["sum"] > sizes["count"]  # some model call held several requests
+    after = batch_size_totals(server)
+    examples, calls = after["sum"] - before["sum"], after["count"] - before["count"]
+    assert examples == len(images) + 1
+    assert calls < examples  # the requests shared model calls
 
 
 def test_client_reports_errors_with_the_servers_message(server: ServingProcess):

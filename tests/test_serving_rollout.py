@@ -22,8 +22,11 @@ from tests.serving_process import available_versions, running, wait_until
 POLL_SECONDS = 1.0
 
 
-def tiny_model(path: Path, answer: float) -> None:
-    """A SavedModel mapping x [N, 1] to y = answer, written atomically."""
+def tiny_model(path: Path, answer: float) -> float:
+    """A SavedModel mapping x [N, 1] to y = answer, written atomically.
+
+    Returns the time.monotonic() at which the version folder appeared.
+    """
 
     class Constant(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
@@ -34,6 +37,7 @@ def tiny_model(path: Path, answer: float) -> None:
     staging = path.parent / f".staging-{path.name}"
     tf.saved_model.save(module, str(staging), signatures={"serving_default": module.serve})
     os.rename(staging, path)
+    return time.monotonic()
 
 
 def broken_model(path: Path) -> None:
@@ -119,8 +123,7 @@ def test_rollout_broken_version_and_rollback_under_load(base: Path):
         with Load(server.url, "tiny") as load:
             time.sleep(1)
             # A new version: routed to within two polls, the old one then unloaded.
-            dropped = time.monotonic()
-            tiny_model(base / "2", 2.0)
+            dropped = tiny_model(base / "2", 2.0)
             wait_until(lambda: 2.0 in load.answered_since(dropped), 10, "version 2 answers")
             assert load.first_answer(2.0, dropped) - dropped <= 2 * POLL_SECONDS
             wait_until(lambda: available_versions(client) == {2}, 10, "version 1 unloaded")
@@ -131,8 +134,10 @@ def test_rollout_broken_version_and_rollback_under_load(base: Path):
             status = client.status(version=3)[0]["status"]
             assert status["error_code"] == "DATA_LOSS"
             assert "is not a SavedModel" in status["error_message"]
-            time.sleep(2 * POLL_SECONDS)  # it is not retried while its files are unchanged
+            time.sleep(2 * POLL_SECONDS)
             assert available_versions(client) == {2}
+            # Not retried while its files are unchanged.
+            assert server.log().count("Loading servable version {name: tiny version: 3}") == 1
 
             # Deleting the newest good version rolls back to version 1.
             shutil.rmtree(base / "2")
@@ -142,10 +147,16 @@ def test_rollout_broken_version_and_rollback_under_load(base: Path):
             settled = time.monotonic()
             time.sleep(1)
             assert load.answered_since(settled) == {1.0}
+            broken_answers = {value for _, value in load.answers}
+
+            # Repairing the broken version's files gets it loaded and served.
+            shutil.rmtree(base / "3")
+            repaired = tiny_model(base / "3", 3.0)
+            wait_until(lambda: 3.0 in load.answered_since(repaired), 15, "repaired version 3")
 
         assert load.failures == []
         assert len(load.answers) > 50
-        assert {value for _, value in load.answers} == {1.0, 2.0}  # 3 never answered
+        assert broken_answers == {1.0, 2.0}  # version 3 never answered while broken
         log = server.log()
         assert "Failed to load servable version {name: tiny version: 3}" in log
         assert "Unloading servable version {name: tiny version: 2}: its folder was deleted" in log
@@ -205,7 +216,7 @@ def test_config_file_changes_are_applied_live(base: Path):
 
 def test_sigterm_finishes_in_flight_requests_then_exits(base: Path):
     tiny_model(base / "1", 1.0)
-    batching = slow_batches(base.parent, 2_000_000)
+    batching = slow_batches(base.parent, 5_000_000)
     answers: list[object] = []
     with tiny_server(base, "--enable_batching",
                      f"--batching_parameters_file={batching}") as server:
@@ -214,8 +225,8 @@ def test_sigterm_finishes_in_flight_requests_then_exits(base: Path):
         in_flight = threading.Thread(target=lambda: answers.append(requests.post(
             f"{server.url}/v1/models/tiny:predict", json={"instances": [[5.0]]},
             timeout=30).json()))
-        in_flight.start()  # waits 2 s in the batch queue
-        time.sleep(0.5)
+        in_flight.start()  # waits 5 s in the batch queue
+        time.sleep(1.5)
     # running() has sent SIGTERM and seen exit code 0.
     in_flight.join()
     assert answers == [{"predictions": [[1.0]]}]
