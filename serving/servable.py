@@ -22,8 +22,9 @@ from serving.errors import Code, ServingError, invalid_argument
 
 log = logging.getLogger(__name__)
 
-SERVE_TAG = "serve"
-DEFAULT_SIGNATURE = "serving_default"
+SERVE_TAG = tf.saved_model.SERVING
+DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
+#: Where TF Serving looks for the requests it replays before serving a version.
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 
 

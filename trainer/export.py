@@ -24,10 +24,11 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
+from serving.servable import WARMUP_FILE
 from trainer.errors import OutputError
 from trainer.images import IMAGE_SHAPE, decode_and_resize
 
-SIGNATURE = "serving_default"
+SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 INPUT_NAME = "image_bytes"  # TF Serving's REST API base64-decodes inputs named *_bytes
 
 
@@ -98,7 +99,6 @@ def write_saved_model(model: keras.Model, class_names: Sequence[str], path: Path
     archive.write_out(str(path), verbose=False)
 
 
-WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 WARMUP_BATCH_SIZES = (1, 8)
 
 
