@@ -15,6 +15,9 @@ import sys
 from pathlib import Path
 
 from serving.errors import ConfigError
+from serving.options import Options
+
+DEFAULTS = Options()
 
 
 def flag_bool(text: str) -> bool:
@@ -31,25 +34,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
-    add("--rest_api_port", type=int, default=8501, help="HTTP port (0 picks a free one)")
-    add("--rest_api_host", default="0.0.0.0", help="address to bind (not a TF Serving flag)")
-    add("--rest_api_num_threads", type=int, default=32, help="HTTP worker threads")
-    add("--model_name", default="default", help="the model's name, with --model_base_path")
+    add("--rest_api_port", type=int, default=DEFAULTS.rest_api_port,
+        help="HTTP port (0 picks a free one)")
+    add("--rest_api_host", default=DEFAULTS.rest_api_host,
+        help="address to bind (not a TF Serving flag)")
+    add("--rest_api_num_threads", type=int, default=DEFAULTS.rest_api_num_threads,
+        help="HTTP worker threads")
+    add("--model_name", default=DEFAULTS.model_name,
+        help="the model's name, with --model_base_path")
     add("--model_base_path", help="folder holding the model's numbered versions")
     add("--model_config_file", type=Path, help="ModelServerConfig in protobuf text format")
-    add("--model_config_file_poll_wait_seconds", type=float, default=0,
+    add("--model_config_file_poll_wait_seconds", type=float,
+        default=DEFAULTS.model_config_file_poll_wait_seconds,
         help="re-read --model_config_file this often and apply changes (0: never)")
-    add("--file_system_poll_wait_seconds", type=float, default=1,
+    add("--file_system_poll_wait_seconds", type=float,
+        default=DEFAULTS.file_system_poll_wait_seconds,
         help="look for new or deleted versions this often")
-    add("--enable_batching", type=flag_bool, nargs="?", const=True, default=False,
+    add("--enable_batching", type=flag_bool, nargs="?", const=True,
+        default=DEFAULTS.enable_batching,
         help="merge concurrent requests into one model call")
     add("--batching_parameters_file", type=Path, help="BatchingParameters in text format")
     add("--monitoring_config_file", type=Path,
         help="MonitoringConfig in text format (enables Prometheus metrics)")
-    add("--base_path_root", type=Path, default=Path("/"),
+    add("--base_path_root", type=Path, default=DEFAULTS.base_path_root,
         help="find the config's absolute base paths under this folder, as a container "
              "finds them on its volume (not a TF Serving flag)")
-    add("--max_request_body_bytes", type=int, default=32 * 1024 * 1024,
+    add("--max_request_body_bytes", type=int, default=DEFAULTS.max_request_body_bytes,
         help="larger bodies get HTTP 413 (not a TF Serving flag)")
     return parser.parse_args(argv)
 
@@ -58,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from serving.server import Options, run  # imports TensorFlow: after --help
+    from serving.server import run  # imports TensorFlow: after --help
 
     try:
         run(Options(**vars(args)))

@@ -62,7 +62,8 @@ def _rows(instances: Any, specs: dict[str, TensorSpec]) -> Tensors:
         raise invalid_argument("'instances' must be a non-empty list, one entry per example")
     if len(specs) == 1:
         (name,) = specs
-        values = [_unwrap_named(instance, name) for instance in instances]
+        values = [_unwrap_named(instance, specs, f"instance {index}")
+                  for index, instance in enumerate(instances)]
         return {name: to_array(values, specs[name], name, batched=True)}
     columns: dict[str, list[Any]] = {name: [] for name in specs}
     for index, instance in enumerate(instances):
@@ -79,21 +80,18 @@ def _rows(instances: Any, specs: dict[str, TensorSpec]) -> Tensors:
 def _columns(inputs: Any, specs: dict[str, TensorSpec]) -> Tensors:
     if len(specs) == 1:
         (name,) = specs
-        return {name: to_array(_unwrap_named(inputs, name), specs[name], name)}
+        return {name: to_array(_unwrap_named(inputs, specs, "'inputs'"), specs[name], name)}
     if not isinstance(inputs, dict):
         raise invalid_argument(f"'inputs' must be an object with the inputs {sorted(specs)}")
     _check_names(inputs, specs, "'inputs'")
     return {name: to_array(inputs[name], specs[name], name) for name in specs}
 
 
-def _unwrap_named(value: Any, name: str) -> Any:
+def _unwrap_named(value: Any, specs: dict[str, TensorSpec], where: str) -> Any:
     """With a single input, {"<name>": value} and a bare value mean the same."""
     if isinstance(value, dict) and "b64" not in value:
-        if set(value) != {name}:
-            unknown = sorted(set(value) - {name})
-            raise invalid_argument(
-                f"input {unknown[0] if unknown else '?'!r} is not in the signature, "
-                f"whose only input is {name!r}")
+        _check_names(value, specs, where)
+        (name,) = specs
         return value[name]
     return value
 

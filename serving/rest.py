@@ -26,6 +26,7 @@ from werkzeug.exceptions import HTTPException
 from serving import json_tensor
 from serving.errors import Code, ServingError, invalid_argument
 from serving.manager import ModelManager, VersionStatus
+from serving.options import DEFAULT_MAX_BODY_BYTES
 
 PREDICT_URL = re.compile(
     r"/v1/models/([^/:]+)(?:/versions/([0-9]+)|/labels/([^/:]+))?:(classify|regress|predict)",
@@ -33,7 +34,6 @@ PREDICT_URL = re.compile(
 STATUS_URL = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:/versions/([0-9]+)|/labels/([^/:]+))?(?:/(metadata))?", re.I)
 MAX_VERSION = 2**63 - 1
-DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 
 
 def create_app(manager: ModelManager, *, metrics_path: str | None = None,

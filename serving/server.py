@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from dataclasses import dataclass
-from pathlib import Path
 
 from cheroot import wsgi
 from tensorflow_serving.config.model_server_config_pb2 import ModelServerConfig
@@ -19,29 +17,10 @@ from tensorflow_serving.config.model_server_config_pb2 import ModelServerConfig
 from serving import config as config_files
 from serving.errors import ConfigError
 from serving.manager import ModelManager
-from serving.rest import DEFAULT_MAX_BODY_BYTES, create_app
+from serving.options import Options
+from serving.rest import create_app
 
 log = logging.getLogger("serving")
-
-
-@dataclass(frozen=True)
-class Options:
-    """tensorflow_model_server's flags, by the same names."""
-
-    rest_api_port: int = 8501
-    rest_api_host: str = "0.0.0.0"
-    rest_api_num_threads: int = 32
-    model_name: str = "default"
-    model_base_path: str | None = None
-    model_config_file: Path | None = None
-    model_config_file_poll_wait_seconds: float = 0
-    file_system_poll_wait_seconds: float = 1
-    enable_batching: bool = False
-    batching_parameters_file: Path | None = None
-    monitoring_config_file: Path | None = None
-    base_path_root: Path = Path("/")
-    max_request_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    drain_seconds: float = 30
 
 
 def model_server_config(options: Options) -> ModelServerConfig:
@@ -55,7 +34,7 @@ def model_server_config(options: Options) -> ModelServerConfig:
 
 
 class ModelServer:
-    """Everything but the process: tests run it in a thread of their own."""
+    """Everything but the process (signal handling is run()'s)."""
 
     def __init__(self, options: Options):
         self.options = options
