@@ -1,7 +1,9 @@
 """One validated settings object, read from the environment by every process.
 
-Defaults run the whole system from a checkout with no configuration; each can
-be overridden by the environment variable of the same name.
+Defaults run the whole system from a checkout with no configuration (SQLite
+under var/, Redis and Serving on localhost); each can be overridden by the
+environment variable of the same name. Production (`APP_ENV=production`)
+refuses to start on the development secret.
 """
 
 from __future__ import annotations
@@ -14,10 +16,31 @@ from pathlib import Path
 #: caller's working directory, so the commands work from anywhere.
 ROOT = Path(__file__).resolve().parent.parent
 
+#: Signs development sessions only; production must bring its own SECRET_KEY.
+DEV_SECRET_KEY = "dev-only-not-secret"
+MIN_SECRET_LENGTH = 32
+
+
+class SettingsError(ValueError):
+    """A setting with a value the process must not run with."""
+
 
 def _path(name: str, default: str) -> Path:
     value = Path(os.environ.get(name) or default).expanduser()
     return value if value.is_absolute() else ROOT / value
+
+
+def _int(name: str, default: int, minimum: int = 1) -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, not {value}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -29,16 +52,73 @@ class Settings:
     #: TF Serving's model_base_path parent: models live in <base>/<name>/<version>/.
     model_base_path: Path
     model_name: str
+    #: TF Serving's REST address, for the workers and the admin's model page.
+    serving_url: str
+    redis_url: str
+    #: SQLAlchemy URL: a SQLite file by default, postgresql+psycopg://... in production.
+    database_url: str
+    #: Uploaded images, stored by content hash.
+    upload_dir: Path
+    secret_key: str
+    #: "production" turns on secure cookies and refuses a development secret.
+    app_env: str
+    #: One image's largest size; bigger uploads get 413.
+    max_image_bytes: int
+    #: A whole request's largest size (a batch of files or a .zip).
+    max_request_bytes: int
+    #: Width x height above which an image is refused (a decompression bomb guard).
+    max_image_pixels: int
+    #: Images one batch may hold.
+    max_batch_images: int
+    #: The RQ queue the site fills and the workers empty.
+    queue_name: str
+    #: Retries of a job whose Serving call failed with a retryable error.
+    job_retries: int
+    #: Seconds a job may run before the worker kills it.
+    job_timeout: int
+    #: Images a batch job sends to Serving in one predict call.
+    chunk_size: int
 
     @classmethod
     def from_env(cls) -> Settings:
         shared = _path("SHARED_DIR", "../shared")
-        return cls(
+        var = ROOT / "var"
+        settings = cls(
             shared_dir=shared,
             dataset_dir=_path("DATASET_DIR", "dataset"),
             model_base_path=_path("MODEL_BASE_PATH", "models"),
             model_name=os.environ.get("MODEL_NAME") or "classifier",
+            serving_url=os.environ.get("SERVING_URL") or "http://127.0.0.1:8501",
+            redis_url=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
+            database_url=os.environ.get("DATABASE_URL") or f"sqlite:///{var / 'app.db'}",
+            upload_dir=_path("UPLOAD_DIR", str(var / "uploads")),
+            secret_key=os.environ.get("SECRET_KEY") or DEV_SECRET_KEY,
+            app_env=(os.environ.get("APP_ENV") or "development").lower(),
+            max_image_bytes=_int("MAX_IMAGE_BYTES", 10 * 2**20),
+            max_request_bytes=_int("MAX_REQUEST_BYTES", 200 * 2**20),
+            max_image_pixels=_int("MAX_IMAGE_PIXELS", 40_000_000),
+            max_batch_images=_int("MAX_BATCH_IMAGES", 2000),
+            queue_name=os.environ.get("QUEUE_NAME") or "predictions",
+            job_retries=_int("JOB_RETRIES", 5, minimum=0),
+            job_timeout=_int("JOB_TIMEOUT", 120),
+            chunk_size=_int("CHUNK_SIZE", 16),
         )
+        settings.check()
+        return settings
+
+    @property
+    def production(self) -> bool:
+        return self.app_env == "production"
+
+    def check(self) -> None:
+        if self.app_env not in ("development", "production"):
+            raise SettingsError(f"APP_ENV must be development or production, not {self.app_env!r}")
+        if self.production and (self.secret_key == DEV_SECRET_KEY
+                                or len(self.secret_key) < MIN_SECRET_LENGTH):
+            raise SettingsError(
+                f"APP_ENV=production needs SECRET_KEY set to a random value of at least "
+                f"{MIN_SECRET_LENGTH} characters, e.g. "
+                "python -c 'import secrets; print(secrets.token_urlsafe(48))'")
 
     @property
     def fruits_dir(self) -> Path:

@@ -13,6 +13,8 @@ from PIL import Image, ImageDraw
 
 from core.settings import get_settings
 
+pytest_plugins = ["tests.web_fixtures"]
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 WEIGHTS_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"

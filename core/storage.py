@@ -1,0 +1,46 @@
+"""Uploaded images on disk, stored by content hash.
+
+The same photo uploaded twice is stored once; a file is written under a
+temporary name and renamed into place, so a reader (a worker) never sees half
+of one. The site writes here and the workers read: both need UPLOAD_DIR.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+
+class ImageStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path(self, sha256: str, extension: str) -> Path:
+        if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
+            raise ValueError(f"not a sha256 digest: {sha256!r}")
+        return self.root / sha256[:2] / f"{sha256}.{extension}"
+
+    def put(self, data: bytes, extension: str) -> str:
+        """Stores the bytes unless already there; returns their sha256."""
+        sha256 = hashlib.sha256(data).hexdigest()
+        target = self.path(sha256, extension)
+        if target.exists():
+            return sha256
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return sha256
+
+    def read(self, sha256: str, extension: str) -> bytes:
+        return self.path(sha256, extension).read_bytes()
+
+    def thumbnail_path(self, sha256: str) -> Path:
+        return self.root / "thumbnails" / sha256[:2] / f"{sha256}.jpg"

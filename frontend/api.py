@@ -1,0 +1,157 @@
+"""The JSON API under /api: predictions, batches, served model versions.
+
+Errors are `{"error": "..."}` with a 4xx/5xx status (frontend/errors.py); the
+contract is written down in frontend/openapi.py and served at /api/openapi.json.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from flask import Blueprint, Response, abort, jsonify, request, url_for
+
+from core.db import Source
+from frontend import records
+from frontend.openapi import document
+from frontend.services import services
+from frontend.uploads import UploadError, display_name, unzip
+from serving.client import ServingClient, ServingRequestError
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+#: Longest long poll, in seconds: under common proxies' 60 s idle timeouts.
+MAX_WAIT = 30.0
+
+
+@bp.post("/predictions")
+def create_prediction():
+    upload = request.files.get("image")
+    if upload is None:
+        raise UploadError("send the image as the multipart/form-data file field 'image'")
+    prediction = records.submit_image(services(), data=upload.read(), filename=upload.filename,
+                                      source=Source.API, visitor=None)
+    url = url_for("api.read_prediction", prediction_id=prediction.id)
+    body = records.prediction_json(prediction) | {
+        "url": url, "page_url": url_for("public.result", prediction_id=prediction.id)}
+    return jsonify(body), 202, {"Location": url}
+
+
+@bp.get("/predictions/<prediction_id>")
+def read_prediction(prediction_id: str):
+    """?wait=N holds the answer up to N seconds, until the result is there."""
+    wait = _wait_seconds()
+    prediction = records.wait_for(services(), prediction_id, wait)
+    if prediction is None:
+        abort(404, f"no prediction {prediction_id}")
+    return jsonify(records.prediction_json(prediction))
+
+
+@bp.post("/batches")
+def create_batch():
+    files = _batch_files()
+    if not files:
+        raise UploadError("send images as file fields 'images', or a .zip as the field 'archive'")
+    archive = request.files.get("archive")
+    batch = records.submit_batch(services(), files=files, source=Source.API, visitor=None,
+                                 name=display_name(archive.filename) if archive else None)
+    url = url_for("api.read_batch", batch_id=batch.id)
+    body = records.batch_json(services(), batch) | {
+        "url": url, "page_url": url_for("public.batch", batch_id=batch.id)}
+    return jsonify(body), 202, {"Location": url}
+
+
+def _batch_files() -> list[tuple[str | None, bytes]]:
+    """Files from 'images' fields and from a .zip in 'archive' (the page sends both ways)."""
+    svc = services()
+    files: list[tuple[str | None, bytes]] = [
+        (f.filename, f.read()) for f in request.files.getlist("images")]
+    for archive in request.files.getlist("archive"):
+        files += unzip(archive.read(), archive.filename, svc.limits)
+    # A browser form with no file chosen sends one nameless, empty part.
+    return [(name, data) for name, data in files if name or data]
+
+
+@bp.get("/batches/<batch_id>")
+def read_batch(batch_id: str):
+    return jsonify(records.batch_json(services(), _batch(batch_id)))
+
+
+@bp.get("/batches/<batch_id>/predictions")
+def batch_predictions(batch_id: str):
+    _batch(batch_id)
+    return jsonify(predictions=[records.prediction_json(p)
+                                for p in records.batch_predictions(services(), batch_id)])
+
+
+@bp.get("/batches/<batch_id>/results.json")
+def batch_results_json(batch_id: str):
+    batch = _batch(batch_id)
+    body = records.batch_json(services(), batch) | {
+        "predictions": [records.prediction_json(p)
+                        for p in records.batch_predictions(services(), batch_id)]}
+    return _download(records.dumps(body), f"batch-{batch_id}.json", "application/json")
+
+
+@bp.get("/batches/<batch_id>/results.csv")
+def batch_results_csv(batch_id: str):
+    _batch(batch_id)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["id", "filename", "status", "label", "confidence", "model_version",
+                     "top_k", "error"])
+    for p in records.batch_predictions(services(), batch_id):
+        top = ";".join(f"{t['label']}:{t['score']:.4f}" for t in (p.top_k or []))
+        writer.writerow([p.id, p.filename, p.status, p.label or "",
+                         "" if p.confidence is None else f"{p.confidence:.4f}",
+                         p.model_version or "", top, p.error or ""])
+    return _download(out.getvalue(), f"batch-{batch_id}.csv", "text/csv")
+
+
+@bp.get("/models")
+def models():
+    """The versions Serving reports for the model, and their states."""
+    settings = services().settings
+    with ServingClient(settings.serving_url, settings.model_name, retries=0,
+                       timeout=5) as client:
+        try:
+            versions = client.status()
+        except ServingRequestError as exc:
+            status = 404 if exc.status_code == 404 else 503
+            abort(status, f"Serving at {settings.serving_url} did not answer: {exc.message}")
+    return jsonify(model=settings.model_name, versions=[_version(v) for v in versions])
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(document())
+
+
+def _version(status: dict[str, Any]) -> dict[str, Any]:
+    error = status.get("status", {})
+    return {"version": int(status["version"]), "state": status["state"],
+            "error": error.get("error_message") or None}
+
+
+def _batch(batch_id: str):
+    batch = records.get_batch(services(), batch_id)
+    if batch is None:
+        abort(404, f"no batch {batch_id}")
+    return batch
+
+
+def _wait_seconds() -> float:
+    raw = request.args.get("wait", "0")
+    try:
+        wait = float(raw)
+    except ValueError:
+        abort(400, f"wait must be a number of seconds, not {raw!r}")
+    if not 0 <= wait <= MAX_WAIT:
+        abort(400, f"wait must be between 0 and {MAX_WAIT:.0f} seconds")
+    return wait
+
+
+def _download(content: str, filename: str, mimetype: str) -> Response:
+    return Response(content, mimetype=mimetype,
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})

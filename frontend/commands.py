@@ -1,0 +1,80 @@
+"""`flask --app frontend ...` commands: migrations and administrators."""
+
+from __future__ import annotations
+
+import os
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+from sqlalchemy import func, select
+from werkzeug.security import generate_password_hash
+
+from core import migrate
+from core.db import User
+from frontend.services import services
+
+MIN_PASSWORD = 10
+
+db_cli = AppGroup("db", help="The database schema (Alembic migrations in core/migrations).")
+
+
+@db_cli.command("upgrade")
+@click.argument("revision", default="head")
+def upgrade(revision: str) -> None:
+    """Bring the schema up to date; with ADMIN_USERNAME and ADMIN_PASSWORD set,
+    also make that first administrator if there is none yet."""
+    url = services().settings.database_url
+    migrate.upgrade(url, revision)
+    click.echo(f"database at revision {migrate.current(url)}")
+    name, password = os.environ.get("ADMIN_USERNAME"), os.environ.get("ADMIN_PASSWORD")
+    if name and password:
+        with services().db.session() as db:
+            if not db.scalar(select(func.count()).select_from(User)):
+                _add_admin(name, password)
+
+
+@db_cli.command("current")
+def current() -> None:
+    """Print the schema's revision and the newest one."""
+    click.echo(f"database: {migrate.current(services().settings.database_url)}; "
+               f"newest: {migrate.head()}")
+
+
+@db_cli.command("revision")
+@click.option("-m", "--message", required=True)
+def revision(message: str) -> None:
+    """Write a new migration from the difference between core/db.py and the database."""
+    migrate.revision(services().settings.database_url, message)
+
+
+@click.command("create-admin")
+@click.argument("username")
+@click.option("--reset", is_flag=True, help="set a new password for an existing administrator")
+def create_admin(username: str, reset: bool) -> None:
+    """Make an administrator; the password is asked for, or taken from ADMIN_PASSWORD."""
+    password = os.environ.get("ADMIN_PASSWORD") or click.prompt(
+        "Password", hide_input=True, confirmation_prompt=True)
+    _add_admin(username, password, reset=reset)
+
+
+def _add_admin(username: str, password: str, *, reset: bool = False) -> None:
+    username = username.strip()
+    if not username or len(username) > 64:
+        raise click.BadParameter("a user name of 1 to 64 characters", param_hint="USERNAME")
+    if len(password) < MIN_PASSWORD:
+        raise click.UsageError(f"the password needs at least {MIN_PASSWORD} characters")
+    with services().db.session() as db:
+        user = db.scalar(select(User).where(User.username == username))
+        if user and not reset:
+            raise click.UsageError(f"{username} exists already; --reset sets a new password")
+        if user is None:
+            user = User(username=username, password_hash="")
+            db.add(user)
+        user.password_hash = generate_password_hash(password)
+    click.echo(f"administrator {username} {'updated' if reset else 'created'}")
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(db_cli)
+    app.cli.add_command(create_admin)

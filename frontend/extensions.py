@@ -1,0 +1,51 @@
+"""Flask extensions, made once and bound to each app in `init_app`."""
+
+from __future__ import annotations
+
+from flask import Flask, jsonify, redirect, request, url_for
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_login import LoginManager, UserMixin
+from flask_wtf.csrf import CSRFProtect
+
+from core.db import User
+
+csrf = CSRFProtect()
+login_manager = LoginManager()
+limiter = Limiter(key_func=get_remote_address)
+
+
+class Admin(UserMixin):
+    """The logged-in administrator, as Flask-Login sees one."""
+
+    def __init__(self, user: User):
+        self.id = str(user.id)
+        self.username = user.username
+
+
+def init_app(app: Flask) -> None:
+    csrf.init_app(app)
+    limiter.init_app(app)
+    login_manager.init_app(app)
+    login_manager.session_protection = "strong"
+    # Programs post to the JSON API without a browser session, so no CSRF token:
+    # it answers JSON and sets no cookie an attacker's page could ride on.
+    from frontend import api
+    csrf.exempt(api.bp)
+
+
+@login_manager.user_loader
+def load_user(user_id: str) -> Admin | None:
+    from frontend.services import services
+    if not user_id.isdigit():
+        return None
+    with services().db.session() as session:
+        user = session.get(User, int(user_id))
+    return Admin(user) if user else None
+
+
+@login_manager.unauthorized_handler
+def unauthorized():
+    if request.path.startswith("/admin/api/"):
+        return jsonify(error="log in as an administrator first"), 401
+    return redirect(url_for("admin.login", next=request.full_path))

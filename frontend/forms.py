@@ -1,0 +1,30 @@
+"""The back office's forms; Flask-WTF adds and checks each one's CSRF token."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import PasswordField, RadioField, StringField
+from wtforms.validators import DataRequired, Length, Optional
+
+
+class LoginForm(FlaskForm):
+    username = StringField("User name", validators=[DataRequired(), Length(max=64)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=256)])
+
+
+class LogoutForm(FlaskForm):
+    """Only a CSRF token: logging out is a POST, so another site cannot do it for you."""
+
+
+class ReviewForm(FlaskForm):
+    verdict = RadioField("The label is", choices=[("right", "right"), ("wrong", "wrong")],
+                         validators=[DataRequired()])
+    true_label = StringField("True label", validators=[Optional(), Length(max=255)])
+
+    def validate(self, extra_validators=None) -> bool:
+        if not super().validate(extra_validators):
+            return False
+        if self.verdict.data == "wrong" and not (self.true_label.data or "").strip():
+            self.true_label.errors.append("say what the image really shows")
+            return False
+        return True

@@ -1,0 +1,132 @@
+"""The pages visitors use: upload, result, batch progress, their own history."""
+
+from __future__ import annotations
+
+import secrets
+
+from flask import (
+    Blueprint,
+    abort,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    session,
+    url_for,
+)
+from redis import RedisError
+from sqlalchemy import text
+
+from core.db import Source
+from frontend import records
+from frontend.services import services
+from frontend.thumbnails import thumbnail
+from frontend.uploads import MIMETYPES, UploadError, display_name, unzip
+
+bp = Blueprint("public", __name__)
+
+
+def visitor() -> str:
+    """This browser's id, kept in the signed session cookie, for its history."""
+    if "visitor" not in session:
+        session["visitor"] = secrets.token_hex(16)
+        session.permanent = True
+    return session["visitor"]
+
+
+@bp.get("/")
+def index():
+    return render_template("index.html", limits=services().limits)
+
+
+@bp.post("/upload")
+def upload():
+    svc = services()
+    images = [f for f in request.files.getlist("images") if f.filename]
+    archives = [f for f in request.files.getlist("archive") if f.filename]
+    try:
+        if len(images) == 1 and not archives:
+            prediction = records.submit_image(svc, data=images[0].read(),
+                                              filename=images[0].filename,
+                                              source=Source.PAGE, visitor=visitor())
+            return redirect(url_for("public.result", prediction_id=prediction.id), 303)
+        files: list[tuple[str | None, bytes]] = [(f.filename, f.read()) for f in images]
+        for archive in archives:
+            files += unzip(archive.read(), archive.filename, svc.limits)
+        if not files:
+            raise UploadError("choose one or more images (or a .zip of them) first")
+        batch = records.submit_batch(svc, files=files, source=Source.PAGE, visitor=visitor(),
+                                     name=display_name(archives[0].filename) if archives
+                                     else None)
+    except UploadError as exc:
+        return render_template("index.html", limits=svc.limits, error=exc.message), exc.status
+    return redirect(url_for("public.batch", batch_id=batch.id), 303)
+
+
+@bp.get("/p/<prediction_id>")
+def result(prediction_id: str):
+    prediction = records.get_prediction(services(), prediction_id)
+    if prediction is None:
+        abort(404, "there is no such upload")
+    return render_template("result.html", p=prediction)
+
+
+@bp.get("/batches/<batch_id>")
+def batch(batch_id: str):
+    svc = services()
+    found = records.get_batch(svc, batch_id)
+    if found is None:
+        abort(404, "there is no such batch")
+    return render_template("batch.html", batch=found, summary=records.batch_json(svc, found),
+                           predictions=records.batch_predictions(svc, batch_id))
+
+
+@bp.get("/history")
+def history():
+    mine = session.get("visitor")
+    return render_template("history.html", predictions=records.history(services(), mine))
+
+
+@bp.get("/images/<prediction_id>")
+def image(prediction_id: str):
+    p = _prediction(prediction_id)
+    return send_file(services().store.path(p.image_sha256, p.image_format),
+                     mimetype=MIMETYPES[p.image_format], max_age=86400)
+
+
+@bp.get("/images/<prediction_id>/thumbnail")
+def image_thumbnail(prediction_id: str):
+    p = _prediction(prediction_id)
+    try:
+        path = thumbnail(services().store, p.image_sha256, p.image_format)
+    except OSError:
+        abort(404, "the image is no longer stored")
+    return send_file(path, mimetype="image/jpeg", max_age=86400)
+
+
+@bp.get("/healthz")
+def health():
+    """Readiness for load balancers: the database and Redis answer."""
+    svc = services()
+    checks = {}
+    try:
+        with svc.db.session() as s:
+            s.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # any driver's error means "not ready"
+        checks["database"] = f"error: {type(exc).__name__}"
+    try:
+        svc.redis.ping()
+        checks["redis"] = "ok"
+    except RedisError as exc:
+        checks["redis"] = f"error: {type(exc).__name__}"
+    healthy = all(v == "ok" for v in checks.values())
+    return jsonify(status="ok" if healthy else "degraded", **checks), 200 if healthy else 503
+
+
+def _prediction(prediction_id: str):
+    p = records.get_prediction(services(), prediction_id)
+    if p is None or not services().store.path(p.image_sha256, p.image_format).exists():
+        abort(404, "there is no such image")
+    return p

@@ -1,0 +1,188 @@
+"""Creating prediction records from uploads, and reading them back.
+
+Every route (page, API, batch) comes through here, so an upload is always
+checked before anything is stored, stored by content hash, recorded as
+queued and committed, and only then enqueued. If Redis is down the record
+simply stays queued: the workers' sweeper enqueues it once Redis is back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from redis import RedisError
+from sqlalchemy import func, select
+
+from core.db import Batch, Prediction, Source, Status, new_id
+from frontend.services import Services
+from frontend.uploads import CheckedImage, UploadError, check_image
+from worker import jobs
+
+log = logging.getLogger(__name__)
+
+FINISHED = (Status.DONE, Status.FAILED)
+
+
+def submit_image(svc: Services, *, data: bytes, filename: str | None, source: Source,
+                 visitor: str | None) -> Prediction:
+    checked = check_image(data, filename, svc.limits)
+    with svc.db.session() as session:
+        prediction = _record(svc, checked, source=source, visitor=visitor)
+        session.add(prediction)
+    _enqueue(svc, [prediction.id])
+    return prediction
+
+
+def submit_batch(svc: Services, *, files: Iterable[tuple[str | None, bytes]], source: Source,
+                 visitor: str | None, name: str | None = None) -> Batch:
+    """Stores the images among the files; the others are listed as rejected.
+    Raises UploadError, storing nothing, if none is an image."""
+    accepted: list[CheckedImage] = []
+    rejected: list[dict[str, str]] = []
+    errors: list[UploadError] = []
+    for filename, data in files:
+        try:
+            accepted.append(check_image(data, filename, svc.limits))
+        except UploadError as exc:
+            errors.append(exc)
+            rejected.append({"name": filename or "upload", "error": exc.message})
+    if len(accepted) + len(rejected) > svc.settings.max_batch_images:
+        raise UploadError(f"{len(accepted) + len(rejected)} files; a batch holds at most "
+                          f"{svc.settings.max_batch_images}", 413)
+    if not accepted:
+        if not errors:
+            raise UploadError("no files were sent")
+        raise UploadError("; ".join(e.message for e in errors[:5]),
+                          max(e.status for e in errors))
+    with svc.db.session() as session:
+        batch = Batch(source=source, visitor=visitor, name=name, total=len(accepted),
+                      rejected=rejected)
+        session.add(batch)
+        session.flush()
+        predictions = [_record(svc, image, source=Source.BATCH, visitor=visitor,
+                               batch_id=batch.id) for image in accepted]
+        chunks = [[p.id for p in chunk]
+                  for chunk in jobs.chunks(predictions, svc.settings.chunk_size)]
+        for chunk, members in zip(chunks, jobs.chunks(predictions, svc.settings.chunk_size),
+                                  strict=True):
+            for p in members:
+                p.job_id = jobs.job_id(chunk)
+        session.add_all(predictions)
+    for chunk in chunks:
+        if not _enqueue(svc, chunk):
+            break  # Redis is down: the sweeper enqueues the rest
+    return batch
+
+
+def _record(svc: Services, image: CheckedImage, *, source: Source, visitor: str | None,
+            batch_id: str | None = None) -> Prediction:
+    sha256 = svc.store.put(image.data, image.extension)
+    prediction = Prediction(id=new_id(), source=source, visitor=visitor, batch_id=batch_id,
+                            filename=image.filename, image_sha256=sha256,
+                            image_format=image.extension, width=image.width,
+                            height=image.height, size_bytes=len(image.data), status=Status.QUEUED)
+    prediction.job_id = jobs.job_id([prediction.id])
+    return prediction
+
+
+def _enqueue(svc: Services, ids: Sequence[str]) -> bool:
+    try:
+        jobs.enqueue(svc.queue, svc.settings, ids)
+        return True
+    except RedisError as exc:
+        log.warning("Redis is unreachable (%s); %d record(s) wait for the sweeper", exc, len(ids))
+        return False
+
+
+def get_prediction(svc: Services, prediction_id: str) -> Prediction | None:
+    with svc.db.session() as session:
+        return session.get(Prediction, prediction_id)
+
+
+def wait_for(svc: Services, prediction_id: str, timeout: float) -> Prediction | None:
+    """The record once finished, or as it is after `timeout` seconds (a long poll).
+    Workers publish on the record's channel; subscribing before the first read
+    means a result written in between is not missed."""
+    prediction = get_prediction(svc, prediction_id)
+    if prediction is None or prediction.status in FINISHED or timeout <= 0:
+        return prediction
+    deadline = time.monotonic() + timeout
+    try:
+        with svc.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+            pubsub.subscribe(jobs.channel(prediction_id))
+            prediction = get_prediction(svc, prediction_id)
+            while prediction.status not in FINISHED and (left := deadline - time.monotonic()) > 0:
+                pubsub.get_message(timeout=min(left, 1.0))  # a message, or a second passed
+                prediction = get_prediction(svc, prediction_id)
+    except RedisError:
+        while prediction.status not in FINISHED and time.monotonic() < deadline:
+            time.sleep(0.5)
+            prediction = get_prediction(svc, prediction_id)
+    return prediction
+
+
+def prediction_json(p: Prediction) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": p.id, "status": p.status, "filename": p.filename, "source": p.source,
+        "batch_id": p.batch_id, "created_at": _iso(p.created_at),
+        "width": p.width, "height": p.height, "size_bytes": p.size_bytes,
+    }
+    if p.status == Status.DONE:
+        body |= {"label": p.label, "confidence": p.confidence, "top_k": p.top_k,
+                 "model_version": p.model_version, "finished_at": _iso(p.finished_at),
+                 "seconds": p.seconds, "serving_ms": p.serving_ms}
+    elif p.status == Status.FAILED:
+        body |= {"error": p.error, "finished_at": _iso(p.finished_at)}
+    return body
+
+
+def get_batch(svc: Services, batch_id: str) -> Batch | None:
+    with svc.db.session() as session:
+        return session.get(Batch, batch_id)
+
+
+def batch_predictions(svc: Services, batch_id: str) -> list[Prediction]:
+    with svc.db.session() as session:
+        return list(session.scalars(select(Prediction).where(Prediction.batch_id == batch_id)
+                                    .order_by(Prediction.created_at, Prediction.filename)))
+
+
+def batch_json(svc: Services, batch: Batch) -> dict[str, Any]:
+    with svc.db.session() as session:
+        statuses = dict(session.execute(
+            select(Prediction.status, func.count()).where(Prediction.batch_id == batch.id)
+            .group_by(Prediction.status)).all())
+        labels = dict(session.execute(
+            select(Prediction.label, func.count()).where(Prediction.batch_id == batch.id,
+                                                         Prediction.status == Status.DONE)
+            .group_by(Prediction.label)).all())
+    counts = {status.value: statuses.get(status.value, 0) for status in Status}
+    finished = counts[Status.DONE] + counts[Status.FAILED]
+    return {
+        "id": batch.id, "name": batch.name, "created_at": _iso(batch.created_at),
+        "total": batch.total, "counts": counts, "finished": finished,
+        "progress": finished / batch.total if batch.total else 1.0,
+        "complete": finished == batch.total,
+        "labels": dict(Counter(labels).most_common()), "rejected": batch.rejected,
+    }
+
+
+def history(svc: Services, visitor: str | None, limit: int = 50) -> list[Prediction]:
+    if not visitor:
+        return []
+    with svc.db.session() as session:
+        return list(session.scalars(select(Prediction).where(Prediction.visitor == visitor)
+                                    .order_by(Prediction.created_at.desc()).limit(limit)))
+
+
+def _iso(moment) -> str | None:
+    return None if moment is None else moment.isoformat(timespec="milliseconds") + "Z"
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)

@@ -1,0 +1,135 @@
+"""Checking uploaded files before anything is stored.
+
+The type comes from the content (Pillow), never from the file name. Sizes are
+checked before decoding, pixel counts from the header before the pixels are
+read (a decompression bomb is refused without being expanded), and then the
+whole image is decoded so a truncated file is refused here, not in a worker.
+Photos whose EXIF says "rotate me" are turned upright, since Serving decodes
+pixels as stored and would see them sideways.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: What Serving's tf.io.decode_image reads, with the file extension stored.
+FORMATS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "BMP": "bmp", "WEBP": "webp"}
+MIMETYPES = {"jpg": "image/jpeg", "png": "image/png", "gif": "image/gif", "bmp": "image/bmp",
+             "webp": "image/webp"}
+ORIENTATION = 0x0112
+FORMAT_NAMES = "JPEG, PNG, GIF, BMP or WebP"
+
+
+class UploadError(Exception):
+    """An upload refused, with a message for its sender and the HTTP status to answer."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Limits:
+    image_bytes: int
+    pixels: int
+    batch_images: int
+
+
+@dataclass(frozen=True)
+class CheckedImage:
+    filename: str
+    data: bytes
+    extension: str
+    width: int
+    height: int
+
+
+def display_name(filename: str | None) -> str:
+    """The name as sent, folders kept (a .zip's, a client's relative paths) but
+    never absolute or climbing out, trimmed to fit its column. Only shown; files
+    are stored by hash."""
+    parts = PurePosixPath((filename or "").replace("\\", "/")).parts
+    name = "/".join(p.strip() for p in parts if p.strip() not in ("", ".", "..", "/"))
+    return (name or "upload")[-255:]
+
+
+def check_image(data: bytes, filename: str | None, limits: Limits) -> CheckedImage:
+    name = display_name(filename)
+    if not data:
+        raise UploadError(f"{name}: the file is empty")
+    if len(data) > limits.image_bytes:
+        raise UploadError(f"{name}: {_mb(len(data))} is over the {_mb(limits.image_bytes)} limit "
+                          "for one image", 413)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            raise UploadError(f"{name}: not an image we can read; send {FORMAT_NAMES}",
+                              415) from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise UploadError(f"{name}: the image has too many pixels", 413) from None
+        if image.format not in FORMATS:
+            raise UploadError(f"{name}: {image.format} images are not supported; send "
+                              f"{FORMAT_NAMES}", 415)
+        width, height = image.size
+        if width * height > limits.pixels:
+            raise UploadError(f"{name}: {width}x{height} is {width * height / 1e6:.0f} megapixels; "
+                              f"the limit is {limits.pixels / 1e6:.0f}", 413)
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise UploadError(f"{name}: the image data is damaged ({exc})") from None
+    extension = FORMATS[image.format]
+    if image.getexif().get(ORIENTATION, 1) != 1:
+        data, (width, height) = _upright(image), ImageOps.exif_transpose(image).size
+    return CheckedImage(name, data, extension, width, height)
+
+
+def _upright(image: Image.Image) -> bytes:
+    upright = ImageOps.exif_transpose(image)
+    out = io.BytesIO()
+    if image.format == "JPEG":
+        upright.save(out, "JPEG", quality=95, exif=upright.getexif().tobytes())
+    else:
+        upright.save(out, image.format)
+    return out.getvalue()
+
+
+def unzip(data: bytes, filename: str | None, limits: Limits) -> list[tuple[str, bytes]]:
+    """The files of a .zip, read with a cap, so an archive that inflates
+    without end (a zip bomb) is cut off instead of filling memory."""
+    name = display_name(filename)
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise UploadError(f"{name}: not a valid .zip archive") from None
+    members = [m for m in archive.infolist() if not m.is_dir() and not _hidden(m.filename)]
+    if len(members) > limits.batch_images:
+        raise UploadError(f"{name}: {len(members)} files; a batch holds at most "
+                          f"{limits.batch_images}", 413)
+    files = []
+    for member in members:
+        try:
+            with archive.open(member) as stream:
+                content = stream.read(limits.image_bytes + 1)
+        except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError) as exc:
+            raise UploadError(f"{name}: cannot read {member.filename} ({exc})") from None
+        files.append((member.filename, content))
+    return files
+
+
+def _hidden(path: str) -> bool:
+    """macOS resource forks and dot files ride along in many archives."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in PurePosixPath(path).parts)
+
+
+def _mb(size: int) -> str:
+    return f"{size / 2**20:.1f} MB"

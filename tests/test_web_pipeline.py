@@ -1,0 +1,230 @@
+"""Upload -> Redis/RQ -> worker process -> Serving -> database, end to end,
+and what happens when a part of that chain fails."""
+
+from __future__ import annotations
+
+import csv
+import http.server
+import io
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from PIL import Image
+from redis import Redis
+from rq.job import Job
+from sqlalchemy import select
+
+from core.db import Database, Prediction
+from core.settings import ROOT
+from tests.conftest import SHAPES, draw_photo
+from tests.serving_process import wait_until
+from tests.web_fixtures import run_worker
+from worker import jobs
+
+
+def photo_bytes(kind: str, seed: int = 0, fmt: str = "JPEG") -> bytes:
+    out = io.BytesIO()
+    draw_photo(kind, seed=seed).save(out, fmt)
+    return out.getvalue()
+
+
+def upload(client, data: bytes, name: str = "photo.jpg") -> dict:
+    response = client.post("/api/predictions", data={"image": (io.BytesIO(data), name)})
+    assert response.status_code == 202, response.json
+    return response.json
+
+
+def record(env: dict[str, str], prediction_id: str) -> Prediction:
+    db = Database(env["DATABASE_URL"])
+    try:
+        with db.session() as session:
+            return session.get(Prediction, prediction_id)
+    finally:
+        db.dispose()
+
+
+def test_an_uploaded_photo_is_classified_by_the_served_model(client, serving, trained):
+    created = upload(client, photo_bytes("circle", 7))
+    assert created["status"] == "queued"
+    run_worker()
+    body = client.get(created["url"]).json
+    assert body["status"] == "done", body
+    assert body["label"] == "circle"
+    assert body["model_version"] == trained.version
+    assert body["top_k"][0]["label"] == "circle"
+    assert body["confidence"] == body["top_k"][0]["score"]
+    assert sorted(t["label"] for t in body["top_k"]) == sorted(SHAPES)
+    assert 0 < body["serving_ms"] < body["seconds"] * 1000
+    page = client.get(created["page_url"]).get_data(as_text=True)
+    assert "circle" in page and f"Model version {trained.version}" in page
+
+
+def test_a_long_poll_answers_as_soon_as_the_worker_is_done(client, serving):
+    created = upload(client, photo_bytes("square", 3))
+    worker = subprocess.Popen([sys.executable, "-m", "worker", "--burst"], cwd=ROOT)
+    try:
+        started = time.monotonic()
+        body = client.get(created["url"] + "?wait=25").json
+        waited = time.monotonic() - started
+    finally:
+        worker.wait(60)
+    assert body["status"] == "done" and body["label"] == "square"
+    assert waited < 20  # answered on the worker's message, not at the deadline
+
+
+def test_a_batch_goes_through_in_chunks_and_downloads_as_csv_and_json(
+        client, serving, trained, monkeypatch):
+    files = [(io.BytesIO(photo_bytes(kind, seed)), f"{kind}-{seed}.png")
+             for seed in range(4) for kind in SHAPES]
+    created = client.post("/api/batches", data={"images": files})
+    assert created.status_code == 202, created.json
+    batch = created.json
+    assert batch["total"] == 12 and batch["rejected"] == []
+    run_worker()
+    state = client.get(batch["url"]).json
+    assert state["complete"] and state["counts"]["done"] == 12
+    assert sum(state["labels"].values()) == 12
+    predictions = client.get(f"{batch['url']}/predictions").json["predictions"]
+    right = sum(p["label"] == p["filename"].split("-")[0] for p in predictions)
+    assert right >= 10, predictions  # the shapes model is nearly always right
+    assert {p["model_version"] for p in predictions} == {trained.version}
+    rows = list(csv.DictReader(io.StringIO(
+        client.get(f"{batch['url']}/results.csv").get_data(as_text=True))))
+    assert len(rows) == 12 and {r["status"] for r in rows} == {"done"}
+    document = json.loads(client.get(f"{batch['url']}/results.json").get_data(as_text=True))
+    assert len(document["predictions"]) == 12
+
+
+def test_a_batch_sends_its_images_to_serving_in_chunks(client, serving, env):
+    files = [(io.BytesIO(photo_bytes("circle", seed)), f"c{seed}.jpg") for seed in range(40)]
+    batch = client.post("/api/batches", data={"images": files}).json
+    db = Database(env["DATABASE_URL"])
+    with db.session() as session:
+        job_ids = set(session.scalars(select(Prediction.job_id)
+                                      .where(Prediction.batch_id == batch["id"])))
+    db.dispose()
+    assert len(job_ids) == 3  # CHUNK_SIZE 16: 16 + 16 + 8
+
+
+def test_an_image_serving_cannot_read_fails_alone_in_its_chunk(client, serving):
+    one_bit = io.BytesIO()
+    Image.new("1", (64, 64)).save(one_bit, "BMP")  # Pillow reads it; TensorFlow's decoder not
+    files = [(io.BytesIO(photo_bytes("circle", 1)), "good1.jpg"),
+             (io.BytesIO(one_bit.getvalue()), "bad.bmp"),
+             (io.BytesIO(photo_bytes("triangle", 2)), "good2.jpg")]
+    batch = client.post("/api/batches", data={"images": files}).json
+    run_worker()
+    by_name = {p["filename"]: p for p in
+               client.get(f"{batch['url']}/predictions").json["predictions"]}
+    assert by_name["good1.jpg"]["status"] == by_name["good2.jpg"]["status"] == "done"
+    assert by_name["bad.bmp"]["status"] == "failed"
+    assert "could not read this image" in by_name["bad.bmp"]["error"]
+
+
+def test_a_job_that_runs_twice_writes_one_result(client, serving, env, redis_url):
+    created = upload(client, photo_bytes("triangle", 5))
+    run_worker()
+    first = record(env, created["id"])
+    queue = jobs.queue(_settings(), Redis.from_url(redis_url))
+    queue.enqueue(jobs.TASK, [created["id"]], job_id="predict-again")  # as a retry would
+    run_worker()
+    again = record(env, created["id"])
+    assert Job.fetch("predict-again", connection=queue.connection).return_value() == {
+        "done": 0, "failed": 0, "skipped": 1}
+    assert (again.finished_at, again.attempts, again.label) == (
+        first.finished_at, first.attempts, first.label)
+
+
+def test_serving_down_is_retried_then_failed_with_a_reason(client, env, monkeypatch):
+    monkeypatch.setenv("JOB_RETRIES", "1")
+    from frontend import create_app
+
+    app = create_app({"TESTING": True})
+    created = upload(app.test_client(), photo_bytes("circle", 9))
+    worker = subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT)
+    try:
+        wait_until(lambda: record(env, created["id"]).status == "failed", 60, "the failure")
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    failed = record(env, created["id"])
+    assert failed.attempts == 2
+    assert "model server did not answer after 2 attempts" in failed.error
+    assert "127.0.0.1:9" in failed.error
+
+
+def test_uploads_accepted_while_redis_was_down_are_enqueued_by_the_sweeper(
+        env, serving, monkeypatch):
+    from frontend import create_app
+
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    created = upload(create_app({"TESTING": True}).test_client(), photo_bytes("square", 4))
+    monkeypatch.setenv("REDIS_URL", env["REDIS_URL"])
+    assert record(env, created["id"]).status == "queued"
+    swept = subprocess.run([sys.executable, "-m", "worker", "sweep", "--grace", "0"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+    assert "'enqueued': 1" in swept.stdout, swept.stderr
+    run_worker()
+    assert record(env, created["id"]).label == "square"
+
+
+def test_a_record_whose_job_vanished_is_enqueued_again(client, serving, env, redis_url):
+    created = upload(client, photo_bytes("triangle", 8))
+    Job.fetch(jobs.job_id([created["id"]]), connection=Redis.from_url(redis_url)).delete()
+    run_worker()
+    assert record(env, created["id"]).status == "queued"  # nothing left to run it
+    subprocess.run([sys.executable, "-m", "worker", "sweep", "--grace", "0"], cwd=ROOT,
+                   check=True, capture_output=True, timeout=60)
+    run_worker()
+    assert record(env, created["id"]).label == "triangle"
+
+
+@pytest.fixture
+def slow_serving(monkeypatch) -> Iterator[str]:
+    """A Serving whose status is fine but whose predict hangs for 10 s."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self._answer({"model_version_status": [{"version": "1", "state": "AVAILABLE"}]})
+
+        def do_POST(self):
+            time.sleep(10)
+            self._answer({"error": "too late"})
+
+        def _answer(self, body):
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("SERVING_URL", url)
+    yield url
+    server.shutdown()
+
+
+def test_a_job_over_its_timeout_is_failed_with_a_reason(env, slow_serving, monkeypatch):
+    monkeypatch.setenv("JOB_TIMEOUT", "2")
+    from frontend import create_app
+
+    created = upload(create_app({"TESTING": True}).test_client(), photo_bytes("circle", 2))
+    run_worker()
+    failed = record(env, created["id"])
+    assert failed.status == "failed"
+    assert failed.error == "classification took longer than 2 s"
+
+
+def _settings():
+    from core.settings import get_settings
+    return get_settings()

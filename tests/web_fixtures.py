@@ -1,0 +1,195 @@
+"""Fixtures for the site, the queue and the workers: real Redis, real SQLite and
+PostgreSQL databases, the embedded Serving on a small real model, and
+`python -m worker` as a real child process.
+
+Every test using `app` runs twice, once per database. Redis is the one on
+127.0.0.1:6379 (TEST_REDIS_URL overrides it), database TEST_REDIS_DB (15 by
+default), flushed around each test; PostgreSQL is reached through
+TEST_POSTGRES_URL and each session makes its own database there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from redis import Redis
+from sqlalchemy import delete
+
+from core import migrate
+from core.db import Batch, Database, Prediction, User
+from core.settings import ROOT
+from tests.serving_process import ServingProcess
+
+REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "15"))
+POSTGRES = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+ADMIN_NAME, ADMIN_PASSWORD = "admin", "correct horse battery staple"
+CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = f"{REDIS}/{REDIS_DB}"
+    try:
+        Redis.from_url(url, socket_connect_timeout=2).ping()
+    except OSError as exc:
+        pytest.exit(f"the tests need Redis at {url}: {exc}")
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgresql_url() -> Iterator[str]:
+    """A database of this session's own on the PostgreSQL server, dropped at the end."""
+    name = f"test_web_{os.getpid()}"
+    admin = psycopg.connect(POSTGRES, autocommit=True)
+    admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    admin.execute(f'CREATE DATABASE "{name}"')
+    url = re.sub(r"^postgresql(\+psycopg)?://", "postgresql+psycopg://",
+                 POSTGRES.rsplit("/", 1)[0] + f"/{name}")
+    migrate.upgrade(url)
+    yield url
+    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'app.db'}"
+    migrate.upgrade(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each database in turn, emptied before the test."""
+    url = request.getfixturevalue(f"{request.param}_url")
+    db = Database(url)
+    with db.session() as session:
+        for table in (Prediction, Batch, User):
+            session.execute(delete(table))
+    db.dispose()
+    yield url
+
+
+@pytest.fixture
+def env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        database_url: str, redis_url: str) -> dict[str, str]:
+    """The environment of the site and of the worker processes the test starts.
+    Serving is the embedded one on the shapes model for tests that ask for the
+    `serving` fixture, and an address where nothing listens for the others."""
+    Redis.from_url(redis_url).flushdb()
+    serving_url = (request.getfixturevalue("shapes_server").url
+                   if "serving" in request.fixturenames else "http://127.0.0.1:9")
+    values = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "UPLOAD_DIR": str(tmp_path / "uploads"),
+        "SERVING_URL": serving_url,
+        "MODEL_NAME": "classifier",
+        "MODEL_BASE_PATH": str(tmp_path / "models"),
+        "JOB_RETRIES": "0",
+        "APP_ENV": "development",
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    return values
+
+
+@pytest.fixture
+def app(env: dict[str, str]):
+    from frontend import create_app
+
+    app = create_app({"TESTING": True})
+    yield app
+    services = app.extensions["classifier"]
+    services.db.dispose()
+    services.redis.close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+def csrf_token(client, path: str) -> str:
+    """The CSRF token a form on that page carries."""
+    page = client.get(path)
+    match = CSRF.search(page.get_data(as_text=True))
+    assert match, f"no CSRF token on {path} ({page.status_code})"
+    return match.group(1)
+
+
+@pytest.fixture
+def admin_user(runner, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    monkeypatch.setenv("ADMIN_PASSWORD", ADMIN_PASSWORD)
+    result = runner.invoke(args=["create-admin", ADMIN_NAME])
+    assert result.exit_code == 0, result.output
+    monkeypatch.delenv("ADMIN_PASSWORD")
+    return ADMIN_NAME, ADMIN_PASSWORD
+
+
+@pytest.fixture
+def admin_client(client, admin_user):
+    """A test client logged into the back office."""
+    name, password = admin_user
+    token = csrf_token(client, "/admin/login")
+    response = client.post("/admin/login", data={"username": name, "password": password,
+                                                 "csrf_token": token})
+    assert response.status_code == 303, response.get_data(as_text=True)
+    return client
+
+
+@pytest.fixture(scope="session")
+def shapes_server(tmp_path_factory: pytest.TempPathFactory, trained) -> Iterator[ServingProcess]:
+    """The embedded Serving on the shapes model (circle, square, triangle) as `classifier`."""
+    log = tmp_path_factory.mktemp("serving") / "serving.log"
+    server = ServingProcess(["--model_name=classifier",
+                             f"--model_base_path={trained.version_dir.parent}"], log).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def serving(shapes_server: ServingProcess, env: dict[str, str]) -> ServingProcess:
+    """The running Serving the site and the workers of this test use (see `env`)."""
+    return shapes_server
+
+
+def run_worker(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`python -m worker --burst`: works off the queue and exits."""
+    result = subprocess.run([sys.executable, "-m", "worker", "--burst", *args], cwd=ROOT,
+                            env=os.environ.copy(), capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture
+def worker_process(env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen]:
+    """A long-running worker (with RQ's scheduler, for delayed retries, and the sweeper)."""
+    log = (tmp_path / "worker.log").open("w")
+    process = subprocess.Popen([sys.executable, "-m", "worker", "--sweep-interval", "1"],
+                               cwd=ROOT, env=os.environ.copy(), stdout=log,
+                               stderr=subprocess.STDOUT)
+    yield process
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    log.close()
+

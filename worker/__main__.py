@@ -1,0 +1,76 @@
+"""`python -m worker`: an RQ worker on the predictions queue, sweeping lost records.
+
+    python -m worker              work until stopped (SIGTERM finishes the current job)
+    python -m worker --burst      work until the queue is empty, then exit
+    python -m worker sweep        enqueue lost records once, then exit
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+from datetime import timedelta
+
+from redis import RedisError
+from rq import SimpleWorker, Worker
+
+from core.db import Database
+from core.settings import SettingsError, get_settings
+from worker import jobs
+from worker.sweeper import sweep, sweep_if_first
+
+log = logging.getLogger("worker")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__.split("\n")[0])
+    parser.add_argument("command", nargs="?", choices=["work", "sweep"], default="work")
+    parser.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    parser.add_argument("--simple", action="store_true",
+                        help="run jobs in this process instead of a forked one per job "
+                             "(faster; a crashing job takes the worker with it)")
+    parser.add_argument("--sweep-interval", type=float, default=10.0, metavar="SECONDS")
+    parser.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
+                        help="sweep: leave records younger than this to their jobs")
+    parser.add_argument("--name", help="worker name shown in the admin statistics")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        settings = get_settings()
+        connection = jobs.connect(settings)
+        connection.ping()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RedisError as exc:
+        print(f"error: cannot reach Redis at {get_settings().redis_url}: {exc}", file=sys.stderr)
+        return 2
+    queue = jobs.queue(settings, connection)
+    db = Database(settings.database_url)
+    if args.command == "sweep":
+        print(sweep(db, queue, settings, grace=timedelta(seconds=args.grace)))
+        return 0
+    if not args.burst:
+        _start_sweeping(db, queue, settings, args.sweep_interval)
+    worker_class = SimpleWorker if args.simple else Worker
+    worker = worker_class([queue], connection=connection, name=args.name)
+    worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
+    return 0
+
+
+def _start_sweeping(db: Database, queue, settings, interval: float) -> None:
+    def loop() -> None:
+        stop = threading.Event()
+        while not stop.wait(interval):
+            try:
+                sweep_if_first(db, queue, settings, interval)
+            except Exception:  # a sweep failing must not stop the worker
+                log.exception("sweep failed")
+
+    threading.Thread(target=loop, name="sweeper", daemon=True).start()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""The jobs RQ workers run: classify stored uploads through Serving, store the answers.
+
+One job holds one upload or a chunk of a batch, sent to Serving in one predict
+call pinned to the newest AVAILABLE version, so the record names the version
+that really answered. Writes are guarded by status: a job that runs twice
+(a retry, the sweeper) never writes a second result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+from redis import Redis, RedisError
+from rq.job import Job
+from rq.timeouts import JobTimeoutException
+from sqlalchemy import select, update
+
+from core.db import Database, Prediction, Status, utcnow
+from core.settings import Settings, get_settings
+from core.storage import ImageStore
+from serving.client import Prediction as Answer
+from serving.client import ServingClient, ServingRequestError
+from worker.jobs import channel
+
+log = logging.getLogger(__name__)
+
+TOP_K = 5
+UNFINISHED = (Status.QUEUED, Status.RUNNING)
+
+
+class ServingUnavailable(Exception):
+    """Serving could not answer now (down, overloaded, no version loaded): RQ retries."""
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    db: Database
+    store: ImageStore
+    client: ServingClient
+    redis: Redis
+
+
+_resources: tuple[int, Resources] | None = None
+
+
+def resources() -> Resources:
+    """This process's connections, made again after a fork (RQ forks a horse per job)."""
+    global _resources
+    if _resources is None or _resources[0] != os.getpid():
+        settings = get_settings()
+        _resources = (os.getpid(), Resources(
+            settings=settings,
+            db=Database(settings.database_url),
+            store=ImageStore(settings.upload_dir),
+            client=ServingClient(settings.serving_url, settings.model_name,
+                                 batch_size=settings.chunk_size),
+            redis=Redis.from_url(settings.redis_url)))
+    return _resources[1]
+
+
+def predict(prediction_ids: list[str]) -> dict[str, int]:
+    """Classifies these uploads; returns how many were done, failed and skipped."""
+    r = resources()
+    rows = _start(r.db, prediction_ids)
+    counts = {"done": 0, "failed": 0, "skipped": len(prediction_ids) - len(rows)}
+    images: dict[str, bytes] = {}
+    for row in rows:
+        try:
+            images[row.id] = r.store.read(row.image_sha256, row.image_format)
+        except OSError as exc:
+            log.error("prediction %s: cannot read its image: %s", row.id, exc)
+            counts["failed"] += _finish(r, row.id, error="the image is missing from storage")
+    if not images:
+        return counts
+    version = _served_version(r.client)
+    answers, serving_ms = _classify(r.client, list(images.values()), version)
+    for (prediction_id, _), answer in zip(images.items(), answers, strict=True):
+        if isinstance(answer, ServingRequestError):
+            counts["failed"] += _finish(r, prediction_id, error=_readable(answer))
+        else:
+            counts["done"] += _finish(r, prediction_id, answer=answer, version=version,
+                                      serving_ms=serving_ms)
+    return counts
+
+
+def on_failure(job: Job, connection: Redis, exc_type: type[BaseException],
+               exc: BaseException, traceback: TracebackType | None) -> None:
+    """RQ calls this after every failed attempt: a record waits for the retry, or,
+    with the retries spent, is failed with a reason a user can read."""
+    r = resources()
+    ids: Sequence[str] = job.args[0]
+    if job.should_retry:
+        with r.db.session() as session:
+            session.execute(update(Prediction).where(Prediction.id.in_(ids),
+                                                     Prediction.status.in_(UNFINISHED))
+                            .values(status=Status.QUEUED))
+        return
+    attempts = r.settings.job_retries + 1
+    if isinstance(exc, JobTimeoutException):
+        reason = f"classification took longer than {job.timeout} s"
+    elif isinstance(exc, ServingUnavailable):
+        reason = f"the model server did not answer after {attempts} attempts ({exc})"
+    else:
+        reason = f"internal error ({exc_type.__name__}); the administrators can see the details"
+    for prediction_id in ids:
+        _finish(r, prediction_id, error=reason)
+
+
+def _start(db: Database, ids: Sequence[str]) -> list[Prediction]:
+    with db.session() as session:
+        rows = list(session.scalars(select(Prediction).where(
+            Prediction.id.in_(ids), Prediction.status.in_(UNFINISHED))))
+        for row in rows:
+            row.status = Status.RUNNING
+            row.started_at = utcnow()
+            row.attempts += 1
+    order = {pid: i for i, pid in enumerate(ids)}
+    return sorted(rows, key=lambda row: order[row.id])
+
+
+def _served_version(client: ServingClient) -> int:
+    """The version TF Serving routes unpinned requests to: the newest AVAILABLE one."""
+    try:
+        states = client.status()
+    except ServingRequestError as exc:
+        if exc.retryable:
+            raise ServingUnavailable(exc.message) from exc
+        raise
+    available = [int(s["version"]) for s in states if s["state"] == "AVAILABLE"]
+    if not available:
+        raise ServingUnavailable(f"model {client.model!r} has no version loaded yet")
+    return max(available)
+
+
+def _classify(client: ServingClient, images: list[bytes],
+              version: int) -> tuple[list[Answer | ServingRequestError], float]:
+    """All images in one call; if the call is refused (a bad image among them),
+    each image alone, so only the bad one fails."""
+    started = time.perf_counter()
+    try:
+        answers: list[Answer | ServingRequestError] = list(client.classify(images, version=version))
+    except ServingRequestError as exc:
+        if exc.retryable:
+            raise ServingUnavailable(exc.message) from exc
+        if len(images) == 1:
+            answers = [exc]
+        else:
+            answers = [_classify(client, [image], version)[0][0] for image in images]
+    return answers, (time.perf_counter() - started) * 1000 / max(len(images), 1)
+
+
+def _finish(r: Resources, prediction_id: str, *, answer: Answer | None = None,
+            version: int | None = None, serving_ms: float | None = None,
+            error: str | None = None) -> int:
+    """Writes the outcome unless one is there already; returns 1 if this call wrote it."""
+    values: dict[str, object] = {"finished_at": utcnow(), "serving_ms": serving_ms}
+    if answer is not None:
+        top = sorted(answer.scores.items(), key=lambda kv: kv[1], reverse=True)[:TOP_K]
+        values |= {"status": Status.DONE, "label": answer.label,
+                   "confidence": float(answer.confidence), "model_version": version,
+                   "top_k": [{"label": k, "score": float(v)} for k, v in top], "error": None}
+    else:
+        values |= {"status": Status.FAILED, "error": error}
+    with r.db.session() as session:
+        written = session.execute(update(Prediction).where(
+            Prediction.id == prediction_id, Prediction.status.in_(UNFINISHED)).values(**values))
+    if written.rowcount:
+        _notify(r.redis, prediction_id, values["status"])
+    return written.rowcount
+
+
+def _notify(redis: Redis, prediction_id: str, status: str) -> None:
+    try:
+        redis.publish(channel(prediction_id), json.dumps({"status": str(status)}))
+    except RedisError as exc:  # pollers still see the database
+        log.warning("cannot publish %s: %s", prediction_id, exc)
+
+
+def _readable(exc: ServingRequestError) -> str:
+    if exc.status_code == 400:
+        return f"the model could not read this image ({exc.message})"
+    return f"the model server refused it: {exc}"
