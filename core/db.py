@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -107,7 +108,8 @@ class Prediction(Base):
     confidence: Mapped[float | None] = mapped_column(Float)
     #: [{"label": ..., "score": ...}], best first.
     top_k: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
-    model_version: Mapped[int | None] = mapped_column(Integer, index=True)
+    #: TF Serving versions are int64 (timestamps in milliseconds are common).
+    model_version: Mapped[int | None] = mapped_column(BigInteger, index=True)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -38,6 +38,7 @@ from core.db import Prediction, User, utcnow
 from frontend import queries
 from frontend.extensions import Admin, limiter, login_manager
 from frontend.forms import LoginForm, LogoutForm, ReviewForm
+from frontend.records import csv_cell
 from frontend.services import services
 from serving.client import ServingClient, ServingRequestError
 
@@ -46,6 +47,7 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 LOGIN_LIMIT = "5 per minute;20 per hour"
 #: Compared against when the user name is unknown, so both cases take as long.
 _DUMMY_HASH = "scrypt:32768:8:1$0000000000000000$" + "0" * 128
+MAX_PAGE = 10**6
 REPORT_FILES = {"curves.png", "confusion_matrix.png", "metrics.json"}
 
 
@@ -58,7 +60,9 @@ def require_admin():
 
 @bp.app_context_processor
 def logout_form():
-    return {"logout_form": LogoutForm()}
+    # formdata=None: built for every page, it must not read the request (a
+    # page answering 413 would fail again on the body it refused).
+    return {"logout_form": LogoutForm(formdata=None)}
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -111,11 +115,12 @@ def records_csv():
                      "model_version", "seconds", "correct", "true_label", "error"])
     with services().db.session() as db:
         for p in queries.all_records(db, flt):
-            writer.writerow([p.id, p.created_at.isoformat(), p.source, p.filename, p.status,
+            writer.writerow([p.id, p.created_at.isoformat(), p.source, csv_cell(p.filename),
+                             p.status,
                              p.label or "", "" if p.confidence is None else f"{p.confidence:.4f}",
                              p.model_version or "", "" if p.seconds is None else f"{p.seconds:.3f}",
-                             "" if p.correct is None else p.correct, p.true_label or "",
-                             p.error or ""])
+                             "" if p.correct is None else p.correct,
+                             csv_cell(p.true_label or ""), p.error or ""])
     return Response(out.getvalue(), mimetype="text/csv",
                     headers={"Content-Disposition": 'attachment; filename="records.csv"'})
 
@@ -233,8 +238,8 @@ def _filter() -> queries.RecordFilter:
 
 def _page() -> int:
     raw = request.args.get("page", "1")
-    if not raw.isdigit() or int(raw) < 1:
-        abort(400, "page must be a whole number from 1")
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_PAGE):
+        abort(400, f"page must be a whole number from 1 to {MAX_PAGE}")
     return int(raw)
 
 

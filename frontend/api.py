@@ -62,10 +62,10 @@ def create_batch():
     return jsonify(body), 202, {"Location": url}
 
 
-def _batch_files() -> list[tuple[str | None, bytes]]:
+def _batch_files() -> list[tuple[str | None, bytes | UploadError]]:
     """Files from 'images' fields and from a .zip in 'archive' (the page sends both ways)."""
     svc = services()
-    files: list[tuple[str | None, bytes]] = [
+    files: list[tuple[str | None, bytes | UploadError]] = [
         (f.filename, f.read()) for f in request.files.getlist("images")]
     for archive in request.files.getlist("archive"):
         files += unzip(archive.read(), archive.filename, svc.limits)
@@ -103,7 +103,7 @@ def batch_results_csv(batch_id: str):
                      "top_k", "error"])
     for p in records.batch_predictions(services(), batch_id):
         top = ";".join(f"{t['label']}:{t['score']:.4f}" for t in (p.top_k or []))
-        writer.writerow([p.id, p.filename, p.status, p.label or "",
+        writer.writerow([p.id, records.csv_cell(p.filename), p.status, p.label or "",
                          "" if p.confidence is None else f"{p.confidence:.4f}",
                          p.model_version or "", top, p.error or ""])
     return _download(out.getvalue(), f"batch-{batch_id}.csv", "text/csv")

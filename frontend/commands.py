@@ -6,7 +6,7 @@ import os
 
 import click
 from flask import Flask
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import func, select
 from werkzeug.security import generate_password_hash
 
@@ -49,6 +49,7 @@ def revision(message: str) -> None:
 
 
 @click.command("create-admin")
+@with_appcontext
 @click.argument("username")
 @click.option("--reset", is_flag=True, help="set a new password for an existing administrator")
 def create_admin(username: str, reset: bool) -> None:
@@ -68,11 +69,12 @@ def _add_admin(username: str, password: str, *, reset: bool = False) -> None:
         user = db.scalar(select(User).where(User.username == username))
         if user and not reset:
             raise click.UsageError(f"{username} exists already; --reset sets a new password")
+        created = user is None
         if user is None:
             user = User(username=username, password_hash="")
             db.add(user)
         user.password_hash = generate_password_hash(password)
-    click.echo(f"administrator {username} {'updated' if reset else 'created'}")
+    click.echo(f"administrator {username} {'created' if created else 'updated'}")
 
 
 def init_app(app: Flask) -> None:

@@ -37,7 +37,7 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_exc: RequestEntityTooLarge):
         limit = current_app.config["MAX_CONTENT_LENGTH"] / 2**20
-        return error_response(f"the request is over the {limit:.0f} MB limit", 413)
+        return error_response(f"the request is over the {limit:.1f} MB limit", 413)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

@@ -51,7 +51,8 @@ def upload():
                                               filename=images[0].filename,
                                               source=Source.PAGE, visitor=visitor())
             return redirect(url_for("public.result", prediction_id=prediction.id), 303)
-        files: list[tuple[str | None, bytes]] = [(f.filename, f.read()) for f in images]
+        files: list[tuple[str | None, bytes | UploadError]] = [
+            (f.filename, f.read()) for f in images]
         for archive in archives:
             files += unzip(archive.read(), archive.filename, svc.limits)
         if not files:

@@ -38,15 +38,18 @@ def submit_image(svc: Services, *, data: bytes, filename: str | None, source: So
     return prediction
 
 
-def submit_batch(svc: Services, *, files: Iterable[tuple[str | None, bytes]], source: Source,
-                 visitor: str | None, name: str | None = None) -> Batch:
-    """Stores the images among the files; the others are listed as rejected.
-    Raises UploadError, storing nothing, if none is an image."""
+def submit_batch(svc: Services, *, files: Iterable[tuple[str | None, bytes | UploadError]],
+                 source: Source, visitor: str | None, name: str | None = None) -> Batch:
+    """Stores the images among the files; the others (and those refused already,
+    given as their UploadError) are listed as rejected. Raises UploadError,
+    storing nothing, if none is an image."""
     accepted: list[CheckedImage] = []
     rejected: list[dict[str, str]] = []
     errors: list[UploadError] = []
     for filename, data in files:
         try:
+            if isinstance(data, UploadError):
+                raise data
             accepted.append(check_image(data, filename, svc.limits))
         except UploadError as exc:
             errors.append(exc)
@@ -182,6 +185,11 @@ def history(svc: Services, visitor: str | None, limit: int = 50) -> list[Predict
 
 def _iso(moment) -> str | None:
     return None if moment is None else moment.isoformat(timespec="milliseconds") + "Z"
+
+
+def csv_cell(text: str) -> str:
+    """A user's text for a CSV cell that a spreadsheet will not run as a formula."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def dumps(value: Any) -> str:

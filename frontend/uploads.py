@@ -11,18 +11,28 @@ pixels as stored and would see them sideways.
 from __future__ import annotations
 
 import io
+import lzma
+import struct
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-#: What Serving's tf.io.decode_image reads, with the file extension stored.
-FORMATS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "BMP": "bmp", "WEBP": "webp"}
+#: What Serving's tf.io.decode_image reads, with the file extension stored. MPO
+#: is a camera JPEG carrying a second picture: a JPEG to any decoder.
+FORMATS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "GIF": "gif", "BMP": "bmp",
+           "WEBP": "webp"}
+#: What Pillow raises on a file cut short or corrupt, header or pixels.
+DAMAGED = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 MIMETYPES = {"jpg": "image/jpeg", "png": "image/png", "gif": "image/gif", "bmp": "image/bmp",
              "webp": "image/webp"}
 ORIENTATION = 0x0112
+
+# Past the limit Pillow warns; check_image refuses those images itself.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 FORMAT_NAMES = "JPEG, PNG, GIF, BMP or WebP"
 
 
@@ -64,52 +74,62 @@ def check_image(data: bytes, filename: str | None, limits: Limits) -> CheckedIma
     name = display_name(filename)
     if not data:
         raise UploadError(f"{name}: the file is empty")
-    if len(data) > limits.image_bytes:
-        raise UploadError(f"{name}: {_mb(len(data))} is over the {_mb(limits.image_bytes)} limit "
-                          "for one image", 413)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError:
-            raise UploadError(f"{name}: not an image we can read; send {FORMAT_NAMES}",
-                              415) from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise UploadError(f"{name}: the image has too many pixels", 413) from None
-        if image.format not in FORMATS:
-            raise UploadError(f"{name}: {image.format} images are not supported; send "
-                              f"{FORMAT_NAMES}", 415)
-        width, height = image.size
-        if width * height > limits.pixels:
-            raise UploadError(f"{name}: {width}x{height} is {width * height / 1e6:.0f} megapixels; "
-                              f"the limit is {limits.pixels / 1e6:.0f}", 413)
-        try:
-            image.load()
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise UploadError(f"{name}: the image data is damaged ({exc})") from None
+    _check_size(name, len(data), limits)
+    # Pillow's own guard then refuses what is far beyond the limit before
+    # reading it; the check below refuses the rest with a clearer message.
+    Image.MAX_IMAGE_PIXELS = limits.pixels
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise UploadError(f"{name}: not an image we can read; send {FORMAT_NAMES}", 415) from None
+    except Image.DecompressionBombError:
+        raise UploadError(f"{name}: the image has too many pixels", 413) from None
+    except DAMAGED as exc:
+        raise UploadError(f"{name}: the image data is damaged ({exc})") from None
+    if image.format not in FORMATS:
+        raise UploadError(f"{name}: {image.format} images are not supported; send "
+                          f"{FORMAT_NAMES}", 415)
+    width, height = image.size
+    if width * height > limits.pixels:
+        raise UploadError(f"{name}: {width}x{height} is {width * height / 1e6:.1f} megapixels; "
+                          f"the limit is {limits.pixels / 1e6:.1f}", 413)
+    try:
+        image.load()
+    except (*DAMAGED, Image.DecompressionBombError) as exc:
+        raise UploadError(f"{name}: the image data is damaged ({exc})") from None
     extension = FORMATS[image.format]
     if image.getexif().get(ORIENTATION, 1) != 1:
-        data, (width, height) = _upright(image), ImageOps.exif_transpose(image).size
+        data = _upright(image, extension)
+        _check_size(name, len(data), limits)
+        width, height = Image.open(io.BytesIO(data)).size
     return CheckedImage(name, data, extension, width, height)
 
 
-def _upright(image: Image.Image) -> bytes:
+def _check_size(name: str, size: int, limits: Limits) -> None:
+    if size > limits.image_bytes:
+        raise UploadError(f"{name}: {_mb(size)} is over the {_mb(limits.image_bytes)} limit "
+                          "for one image", 413)
+
+
+def _upright(image: Image.Image, extension: str) -> bytes:
     upright = ImageOps.exif_transpose(image)
     out = io.BytesIO()
-    if image.format == "JPEG":
+    if extension == "jpg":
         upright.save(out, "JPEG", quality=95, exif=upright.getexif().tobytes())
     else:
         upright.save(out, image.format)
     return out.getvalue()
 
 
-def unzip(data: bytes, filename: str | None, limits: Limits) -> list[tuple[str, bytes]]:
-    """The files of a .zip, read with a cap, so an archive that inflates
-    without end (a zip bomb) is cut off instead of filling memory."""
+def unzip(data: bytes, filename: str | None,
+          limits: Limits) -> list[tuple[str, bytes | UploadError]]:
+    """The files of a .zip, or for each member too large, the error saying so.
+    Members are read with a cap, so one that inflates without end (a zip bomb,
+    lying about its size) is cut off instead of filling memory."""
     name = display_name(filename)
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, *DAMAGED):
         raise UploadError(f"{name}: not a valid .zip archive") from None
     members = [m for m in archive.infolist() if not m.is_dir() and not _hidden(m.filename)]
     if len(members) > limits.batch_images:
@@ -117,10 +137,16 @@ def unzip(data: bytes, filename: str | None, limits: Limits) -> list[tuple[str, 
                           f"{limits.batch_images}", 413)
     files = []
     for member in members:
+        if member.file_size > limits.image_bytes:
+            files.append((member.filename, UploadError(
+                f"{display_name(member.filename)}: {_mb(member.file_size)} is over the "
+                f"{_mb(limits.image_bytes)} limit for one image", 413)))
+            continue
         try:
             with archive.open(member) as stream:
                 content = stream.read(limits.image_bytes + 1)
-        except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError) as exc:
+        except (zipfile.BadZipFile, NotImplementedError, RuntimeError, zlib.error,
+                lzma.LZMAError, *DAMAGED) as exc:
             raise UploadError(f"{name}: cannot read {member.filename} ({exc})") from None
         files.append((member.filename, content))
     return files

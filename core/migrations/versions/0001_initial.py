@@ -60,7 +60,7 @@ def upgrade() -> None:
         sa.Column("label", sa.String(length=255), nullable=True),
         sa.Column("confidence", sa.Float(), nullable=True),
         sa.Column("top_k", sa.JSON(), nullable=True),
-        sa.Column("model_version", sa.Integer(), nullable=True),
+        sa.Column("model_version", sa.BigInteger(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("started_at", sa.DateTime(), nullable=True),
