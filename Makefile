@@ -1,5 +1,6 @@
 # Everything a fresh machine needs, from the project's own files.
-#   make run    train a first model version if there is none, then serve it
+#   make run    the whole system: Serving, a worker and the site (training a first
+#               model version if there is none); Redis must run on REDIS_URL
 #   make test   lint and run every test
 #   make bench  print the trainer and serving benchmarks
 
@@ -17,12 +18,13 @@ MODEL_BASE_PATH ?= models
 MODEL_NAME ?= classifier
 SERVING_HOST ?= 127.0.0.1
 SERVING_PORT ?= 8501
+WEB_BIND ?= 127.0.0.1:8000
 # TF Serving's protos, without the `tensorflow` package it would pull in.
 TF_SERVING_API := tensorflow-serving-api==2.21.0
 
-export SHARED_DIR KERAS_HOME DATASET_DIR MODEL_BASE_PATH MODEL_NAME
+export SHARED_DIR KERAS_HOME DATASET_DIR MODEL_BASE_PATH MODEL_NAME WEB_BIND
 
-.PHONY: setup weights run train serve test lint bench protos clean
+.PHONY: setup weights run train serve web worker migrate admin test lint bench protos clean
 
 setup: $(VENV)/.installed
 
@@ -42,11 +44,17 @@ weights:
 		echo "copied ImageNet weights into $(KERAS_HOME)/models/"; \
 	fi
 
-run: setup weights
+# Serving and a worker in the background, the site in the foreground; Ctrl-C
+# stops all three.
+run: setup weights migrate
 	@if ls -d "$(MODEL_BASE_PATH)/$(MODEL_NAME)"/[0-9]* >/dev/null 2>&1; then \
 		echo "$(MODEL_NAME) has versions in $(MODEL_BASE_PATH)/$(MODEL_NAME); 'make train' adds one"; \
 	else $(MAKE) --no-print-directory train; fi
-	@$(MAKE) --no-print-directory serve
+	@trap 'trap - INT TERM EXIT; kill 0' INT TERM EXIT; \
+	$(MAKE) --no-print-directory serve & \
+	$(BIN)/python -m worker & \
+	echo "the site: http://$(WEB_BIND)/ (admin: make admin NAME=you)"; \
+	$(BIN)/gunicorn 'frontend:create_app()'
 
 # The embedded TF-Serving-compatible server, on the very config files the
 # official container reads (docker-compose.yml). Versions dropped into
@@ -57,6 +65,22 @@ serve: setup
 		--base_path_root=. --file_system_poll_wait_seconds=2 \
 		--enable_batching --batching_parameters_file=serving/batching.config \
 		--monitoring_config_file=serving/monitoring.config
+
+# The site alone (gunicorn.conf.py: threads for long polls); WEB_BIND sets the address.
+web: setup migrate
+	$(BIN)/gunicorn 'frontend:create_app()'
+
+# One RQ worker; start several for more throughput.
+worker: setup
+	$(BIN)/python -m worker
+
+# Alembic migrations up to date (SQLite under var/ unless DATABASE_URL says otherwise).
+migrate: setup
+	$(BIN)/flask --app frontend db upgrade
+
+# An administrator for /admin; the password is asked for.
+admin: setup migrate
+	$(BIN)/flask --app frontend create-admin "$(NAME)"
 
 train: setup weights
 	$(BIN)/python -m trainer stats "$(DATASET_DIR)"

@@ -69,24 +69,25 @@ def predict(prediction_ids: list[str]) -> dict[str, int]:
     """Classifies these uploads; returns how many were done, failed and skipped."""
     r = resources()
     rows = _start(r.db, prediction_ids)
-    counts = {"done": 0, "failed": 0, "skipped": len(prediction_ids) - len(rows)}
+    outcomes: list[tuple[str, dict[str, object]]] = []
     images: dict[str, bytes] = {}
     for row in rows:
         try:
             images[row.id] = r.store.read(row.image_sha256, row.image_format)
         except OSError as exc:
             log.error("prediction %s: cannot read its image: %s", row.id, exc)
-            counts["failed"] += _finish(r, row.id, error="the image is missing from storage")
-    if not images:
-        return counts
-    version = _served_version(r.client)
-    answers, serving_ms = _classify(r.client, list(images.values()), version)
-    for (prediction_id, _), answer in zip(images.items(), answers, strict=True):
-        if isinstance(answer, ServingRequestError):
-            counts["failed"] += _finish(r, prediction_id, error=_readable(answer))
-        else:
-            counts["done"] += _finish(r, prediction_id, answer=answer, version=version,
-                                      serving_ms=serving_ms)
+            outcomes.append((row.id, _failed("the image is missing from storage")))
+    if images:
+        version = _served_version(r.client)
+        answers, serving_ms = _classify(r.client, list(images.values()), version)
+        for prediction_id, answer in zip(images, answers, strict=True):
+            outcomes.append((prediction_id, _failed(_readable(answer))
+                             if isinstance(answer, ServingRequestError)
+                             else _done(answer, version, serving_ms)))
+    written = _write(r, outcomes)
+    counts = {"done": 0, "failed": 0, "skipped": len(prediction_ids) - len(written)}
+    for status in written.values():
+        counts[status] += 1
     return counts
 
 
@@ -109,8 +110,7 @@ def on_failure(job: Job, connection: Redis, exc_type: type[BaseException],
         reason = f"the model server did not answer after {attempts} attempts ({exc})"
     else:
         reason = f"internal error ({exc_type.__name__}); the administrators can see the details"
-    for prediction_id in ids:
-        _finish(r, prediction_id, error=reason)
+    _write(r, [(prediction_id, _failed(reason)) for prediction_id in ids])
 
 
 def _start(db: Database, ids: Sequence[str]) -> list[Prediction]:
@@ -156,24 +156,32 @@ def _classify(client: ServingClient, images: list[bytes],
     return answers, (time.perf_counter() - started) * 1000 / max(len(images), 1)
 
 
-def _finish(r: Resources, prediction_id: str, *, answer: Answer | None = None,
-            version: int | None = None, serving_ms: float | None = None,
-            error: str | None = None) -> int:
-    """Writes the outcome unless one is there already; returns 1 if this call wrote it."""
-    values: dict[str, object] = {"finished_at": utcnow(), "serving_ms": serving_ms}
-    if answer is not None:
-        top = sorted(answer.scores.items(), key=lambda kv: kv[1], reverse=True)[:TOP_K]
-        values |= {"status": Status.DONE, "label": answer.label,
-                   "confidence": float(answer.confidence), "model_version": version,
-                   "top_k": [{"label": k, "score": float(v)} for k, v in top], "error": None}
-    else:
-        values |= {"status": Status.FAILED, "error": error}
+def _done(answer: Answer, version: int, serving_ms: float) -> dict[str, object]:
+    top = sorted(answer.scores.items(), key=lambda kv: kv[1], reverse=True)[:TOP_K]
+    return {"status": Status.DONE, "label": answer.label, "confidence": float(answer.confidence),
+            "model_version": version, "serving_ms": serving_ms, "error": None,
+            "top_k": [{"label": k, "score": float(v)} for k, v in top]}
+
+
+def _failed(error: str) -> dict[str, object]:
+    return {"status": Status.FAILED, "error": error}
+
+
+def _write(r: Resources, outcomes: list[tuple[str, dict[str, object]]]) -> dict[str, str]:
+    """Writes each outcome unless the record has one already, in one transaction;
+    returns the status written per record."""
+    written: dict[str, str] = {}
+    finished_at = utcnow()
     with r.db.session() as session:
-        written = session.execute(update(Prediction).where(
-            Prediction.id == prediction_id, Prediction.status.in_(UNFINISHED)).values(**values))
-    if written.rowcount:
-        _notify(r.redis, prediction_id, values["status"])
-    return written.rowcount
+        for prediction_id, values in outcomes:
+            result = session.execute(update(Prediction).where(
+                Prediction.id == prediction_id, Prediction.status.in_(UNFINISHED))
+                .values(finished_at=finished_at, **values))
+            if result.rowcount:
+                written[prediction_id] = str(values["status"])
+    for prediction_id, status in written.items():
+        _notify(r.redis, prediction_id, status)
+    return written
 
 
 def _notify(redis: Redis, prediction_id: str, status: str) -> None:

@@ -1,0 +1,14 @@
+"""gunicorn's settings for `gunicorn 'frontend:create_app()'`, read from the
+working directory. Threads, because result pages long-poll the API: a waiting
+request holds a thread, not a process."""
+
+import os
+
+bind = os.environ.get("WEB_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("WEB_WORKERS", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("WEB_THREADS", "16"))
+# Long polls last up to 30 s; uploads of large batches take a while to read.
+timeout = 120
+graceful_timeout = 30
+accesslog = "-"
