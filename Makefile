@@ -2,7 +2,7 @@
 #   make run    the whole system: Serving, a worker and the site (training a first
 #               model version if there is none); Redis must run on REDIS_URL
 #   make test   lint and run every test
-#   make bench  print the trainer and serving benchmarks
+#   make bench  print the trainer, serving and site benchmarks (Redis DB 11 is flushed)
 
 PYTHON ?= python3
 VENV := .venv
@@ -97,6 +97,7 @@ bench: setup weights
 	$(BIN)/python bench/recipes.py
 	@ls -d "$(MODEL_BASE_PATH)/$(MODEL_NAME)"/[0-9]* >/dev/null 2>&1 || $(MAKE) --no-print-directory train
 	$(BIN)/python bench/serving_speed.py --model-dir "$(MODEL_BASE_PATH)/$(MODEL_NAME)"
+	$(BIN)/python bench/web_speed.py --model-dir "$(MODEL_BASE_PATH)/$(MODEL_NAME)"
 
 # serving/proto/*_pb2.py are committed; regenerate them after editing the .proto.
 protos: setup
