@@ -62,6 +62,9 @@ class Settings:
     secret_key: str
     #: "production" turns on secure cookies and refuses a development secret.
     app_env: str
+    #: Reverse proxies in front of the site (0: none); their X-Forwarded-For is
+    #: then trusted, so rate limits count clients, not the proxy.
+    trusted_proxies: int
     #: One image's largest size; bigger uploads get 413.
     max_image_bytes: int
     #: A whole request's largest size (a batch of files or a .zip).
@@ -72,7 +75,7 @@ class Settings:
     max_batch_images: int
     #: The RQ queue the site fills and the workers empty.
     queue_name: str
-    #: Retries of a job whose Serving call failed with a retryable error.
+    #: Retries of a failed job: Serving down or overloaded, or an unexpected error.
     job_retries: int
     #: Seconds a job may run before the worker kills it.
     job_timeout: int
@@ -94,6 +97,7 @@ class Settings:
             upload_dir=_path("UPLOAD_DIR", str(var / "uploads")),
             secret_key=os.environ.get("SECRET_KEY") or DEV_SECRET_KEY,
             app_env=(os.environ.get("APP_ENV") or "development").lower(),
+            trusted_proxies=_int("TRUSTED_PROXIES", 0, minimum=0),
             max_image_bytes=_int("MAX_IMAGE_BYTES", 10 * 2**20),
             max_request_bytes=_int("MAX_REQUEST_BYTES", 200 * 2**20),
             max_image_pixels=_int("MAX_IMAGE_PIXELS", 40_000_000),

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import re
+import tempfile
 import zipfile
 from math import ceil
 from urllib.parse import urlsplit
@@ -44,7 +45,9 @@ from serving.client import ServingClient, ServingRequestError
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
-LOGIN_LIMIT = "5 per minute;20 per hour"
+#: Every attempt counts, right or wrong: counting only failures would let
+#: parallel guesses through before the first failure is counted.
+LOGIN_LIMIT = "10 per minute;50 per hour"
 #: Compared against when the user name is unknown, so both cases take as long.
 _DUMMY_HASH = "scrypt:32768:8:1$0000000000000000$" + "0" * 128
 MAX_PAGE = 10**6
@@ -66,8 +69,8 @@ def logout_form():
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(LOGIN_LIMIT, methods=["POST"], deduct_when=lambda r: r.status_code == 401,
-               error_message="too many failed logins; wait a minute and try again")
+@limiter.limit(LOGIN_LIMIT, methods=["POST"],
+               error_message="too many login attempts; wait a minute and try again")
 def login():
     form = LoginForm()
     if not form.validate_on_submit():
@@ -155,7 +158,8 @@ def review(prediction_id: str):
 def review_export():
     """Reviewed images as dataset/<true label>/<file>: the next training run's data."""
     svc = services()
-    out = io.BytesIO()
+    # On disk: thousands of photos do not fit in memory. send_file closes it.
+    out = tempfile.TemporaryFile()  # noqa: SIM115
     count = 0
     with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive, svc.db.session() as db:
         reviewed = db.scalars(select(Prediction).where(Prediction.true_label.is_not(None))
@@ -170,6 +174,7 @@ def review_export():
             archive.write(path, name)
             count += 1
     if count == 0:
+        out.close()
         abort(404, "no reviewed images yet: review some records first")
     out.seek(0)
     return send_file(out, mimetype="application/zip", as_attachment=True,
@@ -292,5 +297,8 @@ def _folder(label: str) -> str:
 
 
 def _local(target: str) -> bool:
+    """A path on this site: browsers read "/\\evil.com" as "//evil.com", so no backslashes."""
+    if not target.startswith("/") or "\\" in target or not target.isprintable():
+        return False
     parts = urlsplit(target)
-    return target.startswith("/") and not target.startswith("//") and not parts.netloc
+    return not target.startswith("//") and not parts.scheme and not parts.netloc

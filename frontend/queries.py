@@ -82,7 +82,7 @@ class RecordFilter:
             conditions.append(p.model_version == self.model_version)
         if self.date_from:
             conditions.append(p.created_at >= datetime.combine(self.date_from, datetime.min.time()))
-        if self.date_to:
+        if self.date_to and self.date_to < date.max:
             end = datetime.combine(self.date_to + timedelta(days=1), datetime.min.time())
             conditions.append(p.created_at < end)
         if self.below is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -26,13 +27,17 @@ from worker import jobs
 log = logging.getLogger(__name__)
 
 FINISHED = (Status.DONE, Status.FAILED)
+#: Long polls one process holds at once; past this they answer at once, so
+#: waiting pages never take every thread from uploads (gunicorn.conf.py: 16).
+MAX_WAITERS = 8
+_waiters = threading.BoundedSemaphore(MAX_WAITERS)
 
 
 def submit_image(svc: Services, *, data: bytes, filename: str | None, source: Source,
                  visitor: str | None) -> Prediction:
-    checked = check_image(data, filename, svc.limits)
+    prediction = _record(svc, check_image(data, filename, svc.limits), source=source,
+                         visitor=visitor)
     with svc.db.session() as session:
-        prediction = _record(svc, checked, source=source, visitor=visitor)
         session.add(prediction)
     _enqueue(svc, [prediction.id])
     return prediction
@@ -43,6 +48,10 @@ def submit_batch(svc: Services, *, files: Iterable[tuple[str | None, bytes | Upl
     """Stores the images among the files; the others (and those refused already,
     given as their UploadError) are listed as rejected. Raises UploadError,
     storing nothing, if none is an image."""
+    files = list(files)
+    if len(files) > svc.settings.max_batch_images:
+        raise UploadError(f"{len(files)} files; a batch holds at most "
+                          f"{svc.settings.max_batch_images}", 413)
     accepted: list[CheckedImage] = []
     rejected: list[dict[str, str]] = []
     errors: list[UploadError] = []
@@ -54,27 +63,25 @@ def submit_batch(svc: Services, *, files: Iterable[tuple[str | None, bytes | Upl
         except UploadError as exc:
             errors.append(exc)
             rejected.append({"name": filename or "upload", "error": exc.message})
-    if len(accepted) + len(rejected) > svc.settings.max_batch_images:
-        raise UploadError(f"{len(accepted) + len(rejected)} files; a batch holds at most "
-                          f"{svc.settings.max_batch_images}", 413)
     if not accepted:
         if not errors:
             raise UploadError("no files were sent")
         raise UploadError("; ".join(e.message for e in errors[:5]),
                           max(e.status for e in errors))
+    # Files first, outside the transaction: SQLite's write lock is not held
+    # while thousands of images are written.
+    batch = Batch(id=new_id(), source=source, visitor=visitor, name=name, total=len(accepted),
+                  rejected=rejected)
+    predictions = [_record(svc, image, source=Source.BATCH, visitor=visitor, batch_id=batch.id)
+                   for image in accepted]
+    chunks = []
+    for members in jobs.chunks(predictions, svc.settings.chunk_size):
+        chunks.append([p.id for p in members])
+        for p in members:
+            p.job_id = jobs.job_id(chunks[-1])
     with svc.db.session() as session:
-        batch = Batch(source=source, visitor=visitor, name=name, total=len(accepted),
-                      rejected=rejected)
         session.add(batch)
-        session.flush()
-        predictions = [_record(svc, image, source=Source.BATCH, visitor=visitor,
-                               batch_id=batch.id) for image in accepted]
-        chunks = [[p.id for p in chunk]
-                  for chunk in jobs.chunks(predictions, svc.settings.chunk_size)]
-        for chunk, members in zip(chunks, jobs.chunks(predictions, svc.settings.chunk_size),
-                                  strict=True):
-            for p in members:
-                p.job_id = jobs.job_id(chunk)
+        session.flush()  # the batch row before its predictions reference it
         session.add_all(predictions)
     for chunk in chunks:
         if not _enqueue(svc, chunk):
@@ -84,6 +91,7 @@ def submit_batch(svc: Services, *, files: Iterable[tuple[str | None, bytes | Upl
 
 def _record(svc: Services, image: CheckedImage, *, source: Source, visitor: str | None,
             batch_id: str | None = None) -> Prediction:
+    """Stores the image and makes its record (not yet added to a session)."""
     sha256 = svc.store.put(image.data, image.extension)
     prediction = Prediction(id=new_id(), source=source, visitor=visitor, batch_id=batch_id,
                             filename=image.filename, image_sha256=sha256,
@@ -114,6 +122,16 @@ def wait_for(svc: Services, prediction_id: str, timeout: float) -> Prediction | 
     prediction = get_prediction(svc, prediction_id)
     if prediction is None or prediction.status in FINISHED or timeout <= 0:
         return prediction
+    if not _waiters.acquire(blocking=False):  # every thread waiting: answer now
+        return prediction
+    try:
+        return _wait(svc, prediction, timeout)
+    finally:
+        _waiters.release()
+
+
+def _wait(svc: Services, prediction: Prediction, timeout: float) -> Prediction:
+    prediction_id = prediction.id
     deadline = time.monotonic() + timeout
     try:
         with svc.redis.pubsub(ignore_subscribe_messages=True) as pubsub:

@@ -36,7 +36,7 @@ class Services:
     def limits(self) -> Limits:
         s = self.settings
         return Limits(image_bytes=s.max_image_bytes, pixels=s.max_image_pixels,
-                      batch_images=s.max_batch_images)
+                      batch_images=s.max_batch_images, archive_bytes=s.max_request_bytes)
 
 
 def services() -> Services:

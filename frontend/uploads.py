@@ -25,8 +25,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 #: is a camera JPEG carrying a second picture: a JPEG to any decoder.
 FORMATS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "GIF": "gif", "BMP": "bmp",
            "WEBP": "webp"}
+#: Pillow's readers of those (its JPEG reader opens MPO too).
+OPENERS = ["JPEG", "PNG", "GIF", "BMP", "WEBP"]
 #: What Pillow raises on a file cut short or corrupt, header or pixels.
-DAMAGED = (OSError, SyntaxError, ValueError, EOFError, struct.error)
+DAMAGED = (OSError, SyntaxError, ValueError, EOFError, struct.error, NotImplementedError,
+           OverflowError, IndexError, KeyError, TypeError)
 MIMETYPES = {"jpg": "image/jpeg", "png": "image/png", "gif": "image/gif", "bmp": "image/bmp",
              "webp": "image/webp"}
 ORIENTATION = 0x0112
@@ -50,6 +53,8 @@ class Limits:
     image_bytes: int
     pixels: int
     batch_images: int
+    #: What a .zip may inflate to in all: a request's own limit.
+    archive_bytes: int
 
 
 @dataclass(frozen=True)
@@ -79,9 +84,11 @@ def check_image(data: bytes, filename: str | None, limits: Limits) -> CheckedIma
     # reading it; the check below refuses the rest with a clearer message.
     Image.MAX_IMAGE_PIXELS = limits.pixels
     try:
-        image = Image.open(io.BytesIO(data))
+        # Only the formats we take: Pillow's other plugins need not parse strangers' bytes.
+        image = Image.open(io.BytesIO(data), formats=OPENERS)
     except UnidentifiedImageError:
-        raise UploadError(f"{name}: not an image we can read; send {FORMAT_NAMES}", 415) from None
+        raise UploadError(f"{name}: not an image of a type we take ({FORMAT_NAMES}); the type "
+                          "is read from the content, not the name", 415) from None
     except Image.DecompressionBombError:
         raise UploadError(f"{name}: the image has too many pixels", 413) from None
     except DAMAGED as exc:
@@ -98,11 +105,23 @@ def check_image(data: bytes, filename: str | None, limits: Limits) -> CheckedIma
     except (*DAMAGED, Image.DecompressionBombError) as exc:
         raise UploadError(f"{name}: the image data is damaged ({exc})") from None
     extension = FORMATS[image.format]
-    if image.getexif().get(ORIENTATION, 1) != 1:
-        data = _upright(image, extension)
+    if _orientation(image) in range(2, 9):
+        try:
+            data = _upright(image, extension)
+        except DAMAGED as exc:
+            raise UploadError(f"{name}: the image's EXIF data is damaged ({exc})") from None
         _check_size(name, len(data), limits)
         width, height = Image.open(io.BytesIO(data)).size
     return CheckedImage(name, data, extension, width, height)
+
+
+def _orientation(image: Image.Image) -> int | None:
+    """EXIF's orientation (2-8: turn the picture), if it is readable and a number."""
+    try:
+        value = image.getexif().get(ORIENTATION)
+    except DAMAGED:
+        return None
+    return value if isinstance(value, int) else None
 
 
 def _check_size(name: str, size: int, limits: Limits) -> None:
@@ -135,7 +154,8 @@ def unzip(data: bytes, filename: str | None,
     if len(members) > limits.batch_images:
         raise UploadError(f"{name}: {len(members)} files; a batch holds at most "
                           f"{limits.batch_images}", 413)
-    files = []
+    files: list[tuple[str, bytes | UploadError]] = []
+    inflated = 0
     for member in members:
         if member.file_size > limits.image_bytes:
             files.append((member.filename, UploadError(
@@ -148,6 +168,10 @@ def unzip(data: bytes, filename: str | None,
         except (zipfile.BadZipFile, NotImplementedError, RuntimeError, zlib.error,
                 lzma.LZMAError, *DAMAGED) as exc:
             raise UploadError(f"{name}: cannot read {member.filename} ({exc})") from None
+        inflated += len(content)
+        if inflated > limits.archive_bytes:
+            raise UploadError(f"{name}: the archive inflates to over "
+                              f"{_mb(limits.archive_bytes)}", 413)
         files.append((member.filename, content))
     return files
 

@@ -228,3 +228,42 @@ def test_a_job_over_its_timeout_is_failed_with_a_reason(env, slow_serving, monke
 def _settings():
     from core.settings import get_settings
     return get_settings()
+
+
+def test_the_sweeper_never_reopens_a_record_finished_while_it_ran(client, env, redis_url):
+    from sqlalchemy import update
+
+    from core.db import Status
+    from worker import sweeper
+
+    created = upload(client, photo_bytes("circle", 3))
+    job_id = jobs.job_id([created["id"]])
+    db = Database(env["DATABASE_URL"])
+    try:
+        with db.session() as session:  # its job finished it after the sweep read the rows
+            session.execute(update(Prediction).where(Prediction.id == created["id"])
+                            .values(status=Status.DONE, label="circle"))
+        assert sweeper._claim(db, [created["id"]], job_id) == []
+        assert sweeper._fail(db, [created["id"]], job_id) == 0
+    finally:
+        db.dispose()
+    after = record(env, created["id"])
+    assert (after.status, after.label, after.job_id) == ("done", "circle", job_id)
+
+
+def test_only_one_sweep_runs_at_a_time(env, redis_url):
+    from core.settings import get_settings
+    from worker import sweeper
+
+    connection = Redis.from_url(redis_url)
+    held = connection.lock(sweeper.LOCK, timeout=60)
+    assert held.acquire(blocking=False)
+    try:
+        swept = subprocess.run([sys.executable, "-m", "worker", "sweep", "--grace", "0"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert "another sweep is running" in swept.stdout
+        db = Database(env["DATABASE_URL"])
+        assert sweeper.sweep(db, jobs.queue(get_settings(), connection), get_settings()) is None
+        db.dispose()
+    finally:
+        held.release()

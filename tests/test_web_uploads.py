@@ -192,7 +192,7 @@ def test_text_named_like_a_jpeg_is_refused_with_415(client, app, env):
 
 def test_a_tiff_image_is_refused_with_415_as_unsupported(client, app, env):
     message = assert_json_error(post_image(client, photo_bytes(fmt="TIFF"), "scan.tif"), 415)
-    assert "TIFF images are not supported" in message
+    assert "not an image of a type we take (JPEG, PNG, GIF, BMP or WebP)" in message
     assert_nothing_stored(app, env)
 
 
@@ -659,7 +659,7 @@ def test_the_page_with_no_file_chosen_shows_the_form_again_with_400(client, app,
 @pytest.mark.parametrize("data, name, status, words", [
     (b"", "empty.jpg", 400, "empty"),
     (b"not a photo\n" * 10, "photo.jpg", 415, "not an image"),
-    (photo_bytes(fmt="TIFF"), "scan.tif", 415, "not supported"),
+    (photo_bytes(fmt="TIFF"), "scan.tif", 415, "not an image of a type we take"),
 ], ids=["empty", "text", "tiff"])
 def test_a_bad_file_on_the_page_shows_the_form_again_with_the_message(client, app, env, data,
                                                                       name, status, words):
@@ -715,3 +715,53 @@ def test_the_history_lists_this_browsers_uploads_only(client, app):
     stranger = app.test_client().get("/history")
     assert stranger.status_code == 200
     assert "Nothing yet" in stranger.get_data(as_text=True)
+
+
+# --- found in review ------------------------------------------------------------------------
+
+def test_a_zip_inflating_past_the_request_limit_is_refused_with_413(env, monkeypatch):
+    """Each member under the image limit, together far over: a zip bomb spread thin."""
+    from frontend import create_app
+
+    for key, value in {"MAX_IMAGE_BYTES": 400_000, "MAX_REQUEST_BYTES": 2**20,
+                       "MAX_BATCH_IMAGES": 10}.items():
+        monkeypatch.setenv(key, str(value))
+    app = create_app({"TESTING": True})
+    archive = zip_bytes({f"{i}.bmp": b"\0" * 390_000 for i in range(4)})
+    assert len(archive) < 20_000
+    response = post_batch(app.test_client(), archive=(archive, "thin-bomb.zip"))
+    assert_json_error(response, 413, "inflates")
+    assert_nothing_stored(app, env)
+
+
+def test_a_file_pillow_knows_but_we_do_not_take_is_refused_without_parsing(client, app, env):
+    dds = b"DDS " + (124).to_bytes(4, "little") + b"\0" * 120  # a header no plugin of ours reads
+    assert_json_error(post_image(client, dds, "texture.dds"), 415, "not an image")
+    assert_nothing_stored(app, env)
+
+
+def test_an_orientation_tag_that_is_not_a_number_leaves_the_photo_as_it_is(client, app, env):
+    # One IFD entry, big-endian: tag 0x0112, type 2 (ASCII), count 2, value "6\0".
+    exif = (b"Exif\0\0" + b"MM\0*" + struct.pack(">I", 8) + struct.pack(">H", 1)
+            + struct.pack(">HHI", 0x0112, 2, 2) + b"6\0\0\0" + struct.pack(">I", 0))
+    data = photo_bytes("square", 5, size=(200, 100), exif=exif)
+    assert Image.open(io.BytesIO(data)).getexif().get(0x0112) == "6"
+    response = post_image(client, data)
+    assert response.status_code == 202, response.json
+    assert (response.json["width"], response.json["height"]) == (200, 100)
+
+
+def test_long_polls_past_the_waiting_limit_answer_at_once(client, app, env):
+    from frontend import records
+
+    created = post_image(client, photo_bytes()).json
+    taken = [records._waiters.acquire(blocking=False) for _ in range(records.MAX_WAITERS)]
+    try:
+        assert all(taken)
+        started = time.monotonic()
+        body = client.get(created["url"] + "?wait=5").json
+        assert time.monotonic() - started < 1
+        assert body["status"] == "queued"
+    finally:
+        for _ in taken:
+            records._waiters.release()

@@ -20,7 +20,7 @@ import worker.tasks  # noqa: F401  loaded once, not again in each forked job (--
 from core.db import Database
 from core.settings import SettingsError, get_settings
 from worker import jobs
-from worker.sweeper import sweep, sweep_if_first
+from worker.sweeper import sweep
 
 log = logging.getLogger("worker")
 
@@ -28,7 +28,9 @@ log = logging.getLogger("worker")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__.split("\n")[0])
     parser.add_argument("command", nargs="?", choices=["work", "sweep"], default="work")
-    parser.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    parser.add_argument("--burst", action="store_true",
+                        help="exit once the queue is empty (retries scheduled for later and "
+                             "the sweeper are left to a long-running worker)")
     parser.add_argument("--fork", action="store_true",
                         help="run each job in a forked process (RQ's default), isolating "
                              "crashes at about 140 ms a job; by default jobs run in this "
@@ -41,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         settings = get_settings()
-        connection = jobs.connect(settings)
+        # No socket timeout: RQ blocks on Redis for longer than the site's 10 s.
+        connection = jobs.connect(settings, socket_timeout=None)
         connection.ping()
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -52,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     queue = jobs.queue(settings, connection)
     db = Database(settings.database_url)
     if args.command == "sweep":
-        print(sweep(db, queue, settings, grace=timedelta(seconds=args.grace)))
+        counts = sweep(db, queue, settings, grace=timedelta(seconds=args.grace))
+        print(counts if counts is not None else "another sweep is running; try again later")
         return 0
     if not args.burst:
         _start_sweeping(db, queue, settings, args.sweep_interval)
@@ -67,7 +71,7 @@ def _start_sweeping(db: Database, queue, settings, interval: float) -> None:
         stop = threading.Event()
         while not stop.wait(interval):
             try:
-                sweep_if_first(db, queue, settings, interval)
+                sweep(db, queue, settings)
             except Exception:  # a sweep failing must not stop the worker
                 log.exception("sweep failed")
 

@@ -20,7 +20,7 @@ T = TypeVar("T")
 TASK = "worker.tasks.predict"
 ON_FAILURE = "worker.tasks.on_failure"
 #: Seconds between a failed job's retries: Serving restarting takes seconds,
-#: a redeployment a minute or two.
+#: a redeployment a minute or two. More retries than this wait the last figure.
 RETRY_INTERVALS = [1, 3, 10, 30, 60]
 
 
@@ -32,25 +32,24 @@ def chunks(items: Sequence[T], size: int) -> list[list[T]]:
     return [list(items[i:i + size]) for i in range(0, len(items), size)]
 
 
-def connect(settings: Settings) -> Redis:
+def connect(settings: Settings, *, socket_timeout: float | None = 10) -> Redis:
     """A connection that fails fast: an upload must not hang on a dead Redis."""
-    return Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10,
-                          health_check_interval=30)
+    return Redis.from_url(settings.redis_url, socket_connect_timeout=2,
+                          socket_timeout=socket_timeout, health_check_interval=30)
 
 
 def queue(settings: Settings, connection: Redis | None = None) -> Queue:
     return Queue(settings.queue_name, connection=connection or connect(settings))
 
 
-def enqueue(q: Queue, settings: Settings, prediction_ids: Sequence[str], *,
-            at_front: bool = False) -> str:
+def enqueue(q: Queue, settings: Settings, prediction_ids: Sequence[str]) -> str:
     """One job for these predictions (a single upload, or one chunk of a batch)."""
     retries = settings.job_retries
-    retry = Retry(max=retries, interval=(RETRY_INTERVALS * retries)[:retries]) if retries else None
+    intervals = RETRY_INTERVALS[:retries] + RETRY_INTERVALS[-1:] * (retries - len(RETRY_INTERVALS))
+    retry = Retry(max=retries, interval=intervals) if retries else None
     job = q.enqueue(TASK, list(prediction_ids), job_id=job_id(prediction_ids),
                     job_timeout=settings.job_timeout, retry=retry,
-                    on_failure=Callback(ON_FAILURE), result_ttl=3600, failure_ttl=7 * 86400,
-                    at_front=at_front)
+                    on_failure=Callback(ON_FAILURE), result_ttl=3600, failure_ttl=7 * 86400)
     return job.id
 
 

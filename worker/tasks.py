@@ -19,7 +19,7 @@ from types import TracebackType
 from redis import Redis, RedisError
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from core.db import Database, Prediction, Status, utcnow
 from core.settings import Settings, get_settings
@@ -35,7 +35,10 @@ UNFINISHED = (Status.QUEUED, Status.RUNNING)
 
 
 class ServingUnavailable(Exception):
-    """Serving could not answer now (down, overloaded, no version loaded): RQ retries."""
+    """Serving could not answer now (down, overloaded, no version loaded): RQ retries.
+
+    Serving's other errors fail the record at once, with its message. Any other
+    exception (a database hiccup) is retried as well: it may pass too."""
 
 
 @dataclass
@@ -78,12 +81,16 @@ def predict(prediction_ids: list[str]) -> dict[str, int]:
             log.error("prediction %s: cannot read its image: %s", row.id, exc)
             outcomes.append((row.id, _failed("the image is missing from storage")))
     if images:
-        version = _served_version(r.client)
-        answers, serving_ms = _classify(r.client, list(images.values()), version)
-        for prediction_id, answer in zip(images, answers, strict=True):
-            outcomes.append((prediction_id, _failed(_readable(answer))
-                             if isinstance(answer, ServingRequestError)
-                             else _done(answer, version, serving_ms)))
+        try:
+            version = _served_version(r.client)
+        except ServingRequestError as exc:  # not retryable: a wrong model name, say
+            outcomes += [(pid, _failed(_readable(exc))) for pid in images]
+        else:
+            answers, serving_ms = _classify(r.client, list(images.values()), version)
+            for prediction_id, answer in zip(images, answers, strict=True):
+                outcomes.append((prediction_id, _failed(_readable(answer))
+                                 if isinstance(answer, ServingRequestError)
+                                 else _done(answer, version, serving_ms)))
     written = _write(r, outcomes)
     counts = {"done": 0, "failed": 0, "skipped": len(prediction_ids) - len(written)}
     for status in written.values():
@@ -103,13 +110,15 @@ def on_failure(job: Job, connection: Redis, exc_type: type[BaseException],
                                                      Prediction.status.in_(UNFINISHED))
                             .values(status=Status.QUEUED))
         return
-    attempts = r.settings.job_retries + 1
+    with r.db.session() as session:
+        attempts = session.scalar(select(func.max(Prediction.attempts))
+                                  .where(Prediction.id.in_(ids))) or 1
     if isinstance(exc, JobTimeoutException):
         reason = f"classification took longer than {job.timeout} s"
     elif isinstance(exc, ServingUnavailable):
         reason = f"the model server did not answer after {attempts} attempts ({exc})"
     else:
-        reason = f"internal error ({exc_type.__name__}); the administrators can see the details"
+        reason = f"an internal error ({exc_type.__name__}); its details are in the worker's log"
     _write(r, [(prediction_id, _failed(reason)) for prediction_id in ids])
 
 
