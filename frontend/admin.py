@@ -39,7 +39,7 @@ from core.db import Prediction, User, utcnow
 from frontend import queries
 from frontend.extensions import Admin, limiter, login_manager
 from frontend.forms import LoginForm, LogoutForm, ReviewForm
-from frontend.records import csv_cell
+from frontend.records import csv_cell, prediction_json
 from frontend.services import services
 from serving.client import ServingClient, ServingRequestError
 
@@ -225,7 +225,6 @@ def api_stats():
 @bp.get("/api/records")
 @login_required
 def api_records():
-    from frontend.records import prediction_json
     flt, page = _filter(), _page()
     with services().db.session() as db:
         rows, total = queries.records(db, flt, page)

@@ -37,6 +37,7 @@ def submit_image(svc: Services, *, data: bytes, filename: str | None, source: So
                  visitor: str | None) -> Prediction:
     prediction = _record(svc, check_image(data, filename, svc.limits), source=source,
                          visitor=visitor)
+    prediction.job_id = jobs.job_id([prediction.id])
     with svc.db.session() as session:
         session.add(prediction)
     _enqueue(svc, [prediction.id])
@@ -97,7 +98,6 @@ def _record(svc: Services, image: CheckedImage, *, source: Source, visitor: str 
                             filename=image.filename, image_sha256=sha256,
                             image_format=image.extension, width=image.width,
                             height=image.height, size_bytes=len(image.data), status=Status.QUEUED)
-    prediction.job_id = jobs.job_id([prediction.id])
     return prediction
 
 

@@ -43,13 +43,6 @@ def jpeg_bytes(seed: int, size: tuple[int, int] = (64, 48)) -> bytes:
     return out.getvalue()
 
 
-def invoke(app, runner, args: list[str], env: dict[str, str | None]):
-    """`flask ARGS` through Flask's test runner, in the app context the real `flask`
-    command pushes and create-admin needs."""
-    with app.app_context():
-        return runner.invoke(args=args, env=env)
-
-
 @pytest.fixture
 def db(env: dict[str, str]) -> Iterator[Database]:
     database = Database(env["DATABASE_URL"])
@@ -692,7 +685,7 @@ def test_the_flask_command_creates_an_administrator(env, client, db):
 
 def test_create_admin_stores_a_hashed_password(app, runner, client, db):
     password = "a long enough password"
-    result = invoke(app, runner, ["create-admin", "bob"], {"ADMIN_PASSWORD": password})
+    result = runner.invoke(args=["create-admin", "bob"], env={"ADMIN_PASSWORD": password})
     assert result.exit_code == 0, result.output
     assert "administrator bob created" in result.output
     stored_hash = users(db)["bob"]
@@ -703,7 +696,7 @@ def test_create_admin_stores_a_hashed_password(app, runner, client, db):
 
 @pytest.mark.parametrize("password", ["short", "123456789"])
 def test_create_admin_refuses_a_short_password(app, runner, db, password):
-    result = invoke(app, runner, ["create-admin", "bob"], {"ADMIN_PASSWORD": password})
+    result = runner.invoke(args=["create-admin", "bob"], env={"ADMIN_PASSWORD": password})
     assert result.exit_code != 0
     assert "at least 10 characters" in result.output
     assert users(db) == {}
@@ -711,13 +704,13 @@ def test_create_admin_refuses_a_short_password(app, runner, db, password):
 
 def test_create_admin_refuses_an_existing_name_unless_reset(app, runner, client, db):
     first, second = "the first password", "the second password"
-    created = invoke(app, runner, ["create-admin", "bob"], {"ADMIN_PASSWORD": first})
+    created = runner.invoke(args=["create-admin", "bob"], env={"ADMIN_PASSWORD": first})
     assert created.exit_code == 0, created.output
-    again = invoke(app, runner, ["create-admin", "bob"], {"ADMIN_PASSWORD": second})
+    again = runner.invoke(args=["create-admin", "bob"], env={"ADMIN_PASSWORD": second})
     assert again.exit_code != 0
     assert "exists already" in again.output
     assert check_password_hash(users(db)["bob"], first)
-    reset = invoke(app, runner, ["create-admin", "bob", "--reset"], {"ADMIN_PASSWORD": second})
+    reset = runner.invoke(args=["create-admin", "bob", "--reset"], env={"ADMIN_PASSWORD": second})
     assert reset.exit_code == 0, reset.output
     assert "administrator bob updated" in reset.output
     assert list(users(db)) == ["bob"]
