@@ -1,6 +1,7 @@
 # Everything a fresh machine needs, from the project's own files.
-#   make run    the whole system: Serving, a worker and the site (training a first
-#               model version if there is none); Redis must run on REDIS_URL
+#   make run    the whole system under honcho (Procfile): Serving, workers, the site
+#               on PORT (8000), and Redis if none answers on REDIS_URL; trains a first
+#               model version if there is none
 #   make test   lint and run every test
 #   make bench  print the trainer, serving and site benchmarks (Redis DB 11 is flushed)
 
@@ -16,13 +17,10 @@ DATASET_DIR ?= $(if $(wildcard dataset/*/),dataset,$(SHARED_DIR)/datasets/fruits
 # i.e. ./models/classifier: change both together.
 MODEL_BASE_PATH ?= models
 MODEL_NAME ?= classifier
-SERVING_HOST ?= 127.0.0.1
-SERVING_PORT ?= 8501
-WEB_BIND ?= 127.0.0.1:8000
 # TF Serving's protos, without the `tensorflow` package it would pull in.
 TF_SERVING_API := tensorflow-serving-api==2.21.0
 
-export SHARED_DIR KERAS_HOME DATASET_DIR MODEL_BASE_PATH MODEL_NAME WEB_BIND
+export SHARED_DIR KERAS_HOME DATASET_DIR MODEL_BASE_PATH MODEL_NAME
 
 .PHONY: setup weights run train serve web worker migrate admin test lint bench protos clean
 
@@ -31,7 +29,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[web,ml,dev]'
+	$(BIN)/pip install --quiet -e '.[web,ml,local,dev]'
 	$(BIN)/pip install --quiet --no-deps '$(TF_SERVING_API)'
 	touch $@
 
@@ -44,29 +42,20 @@ weights:
 		echo "copied ImageNet weights into $(KERAS_HOME)/models/"; \
 	fi
 
-# Serving and a worker in the background, the site in the foreground; Ctrl-C
-# stops all three.
+# Everything in one terminal (core/launch.py, Procfile); Ctrl-C stops it all.
 run: setup weights migrate
 	@if ls -d "$(MODEL_BASE_PATH)/$(MODEL_NAME)"/[0-9]* >/dev/null 2>&1; then \
 		echo "$(MODEL_NAME) has versions in $(MODEL_BASE_PATH)/$(MODEL_NAME); 'make train' adds one"; \
 	else $(MAKE) --no-print-directory train; fi
-	@trap 'trap - INT TERM EXIT; kill 0' INT TERM EXIT; \
-	$(MAKE) --no-print-directory serve & \
-	$(BIN)/python -m worker & \
-	echo "the site: http://$(WEB_BIND)/ (admin: make admin NAME=you)"; \
-	$(BIN)/gunicorn 'frontend:create_app()'
+	@$(BIN)/python -m core.launch
 
 # The embedded TF-Serving-compatible server, on the very config files the
 # official container reads (docker-compose.yml). Versions dropped into
-# models/classifier/ are picked up within a poll; Ctrl-C drains and stops it.
+# models/classifier/ are picked up within seconds; Ctrl-C drains and stops it.
 serve: setup
-	$(BIN)/python -m serving --rest_api_host=$(SERVING_HOST) --rest_api_port=$(SERVING_PORT) \
-		--model_config_file=serving/models.config --model_config_file_poll_wait_seconds=10 \
-		--base_path_root=. --file_system_poll_wait_seconds=2 \
-		--enable_batching --batching_parameters_file=serving/batching.config \
-		--monitoring_config_file=serving/monitoring.config
+	$(BIN)/python -m core.launch serving
 
-# The site alone (gunicorn.conf.py: threads for long polls); WEB_BIND sets the address.
+# The site alone (gunicorn.conf.py: threads for long polls) on PORT, or WEB_BIND.
 web: setup migrate
 	$(BIN)/gunicorn 'frontend:create_app()'
 
@@ -84,7 +73,7 @@ admin: setup migrate
 
 train: setup weights
 	$(BIN)/python -m trainer stats "$(DATASET_DIR)"
-	$(BIN)/python -m trainer train --data "$(DATASET_DIR)" --out "$(MODEL_BASE_PATH)" --name "$(MODEL_NAME)"
+	$(BIN)/python -m trainer train --data "$(DATASET_DIR)" --out "$(MODEL_BASE_PATH)" --name "$(MODEL_NAME)" $(TRAIN_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

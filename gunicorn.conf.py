@@ -4,7 +4,8 @@ request holds a thread, not a process."""
 
 import os
 
-bind = os.environ.get("WEB_BIND", "127.0.0.1:8000")
+# PORT as honcho and most platforms set it; WEB_BIND for another address (0.0.0.0 in a container).
+bind = os.environ.get("WEB_BIND") or f"127.0.0.1:{os.environ.get('PORT') or 8000}"
 workers = int(os.environ.get("WEB_WORKERS", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("WEB_THREADS", "16"))

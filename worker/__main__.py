@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 import threading
+import time
 from datetime import timedelta
 
 from redis import RedisError
@@ -39,13 +40,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
                         help="sweep: leave records younger than this to their jobs")
     parser.add_argument("--name", help="worker name shown in the admin statistics")
+    parser.add_argument("--wait-for-redis", type=float, default=30.0, metavar="SECONDS",
+                        help="how long to wait for Redis at start-up (it may be starting "
+                             "beside the worker)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         settings = get_settings()
         # No socket timeout: RQ blocks on Redis for longer than the site's 10 s.
         connection = jobs.connect(settings, socket_timeout=None)
-        connection.ping()
+        _wait_for(connection, settings.redis_url, args.wait_for_redis)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -64,6 +68,19 @@ def main(argv: list[str] | None = None) -> int:
     worker = worker_class([queue], connection=connection, name=args.name)
     worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
     return 0
+
+
+def _wait_for(connection, url: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            connection.ping()
+            return
+        except RedisError:
+            if time.monotonic() >= deadline:
+                raise
+            log.info("waiting for Redis at %s", url)
+            time.sleep(1)
 
 
 def _start_sweeping(db: Database, queue, settings, interval: float) -> None:

