@@ -7,6 +7,7 @@ Every page but the login needs a logged-in administrator; /admin/api/* answers
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import re
@@ -35,10 +36,11 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegis
 from sqlalchemy import select
 from werkzeug.security import check_password_hash
 
-from core.db import Prediction, User, utcnow
+from core.db import Prediction, Status, User, utcnow
 from frontend import queries
+from frontend import records as recs
 from frontend.extensions import Admin, limiter, login_manager
-from frontend.forms import LoginForm, LogoutForm, ReviewForm
+from frontend.forms import LoginForm, LogoutForm, RetryForm, ReviewForm
 from frontend.records import csv_cell, prediction_json
 from frontend.services import services
 from serving.client import ServingClient, ServingRequestError
@@ -104,9 +106,11 @@ def records():
     with services().db.session() as db:
         rows, total = queries.records(db, flt, page)
         labels, versions = queries.labels(db), queries.versions(db)
+        failed = queries.count(db, dataclasses.replace(flt, status=Status.FAILED))
     return render_template("admin/records.html", rows=rows, total=total, page=page,
                            pages=max(1, ceil(total / queries.PAGE_SIZE)), flt=flt,
-                           labels=labels, versions=versions)
+                           labels=labels, versions=versions, failed=failed,
+                           retry_form=RetryForm())
 
 
 @bp.get("/records.csv")
@@ -133,7 +137,7 @@ def record(prediction_id: str):
     p = _record(prediction_id)
     form = ReviewForm(verdict=("right" if p.correct else "wrong") if p.correct is not None
                       else None, true_label=p.true_label)
-    return render_template("admin/record.html", p=p, form=form)
+    return render_template("admin/record.html", p=p, form=form, retry_form=RetryForm())
 
 
 @bp.post("/records/<prediction_id>/review")
@@ -143,7 +147,8 @@ def review(prediction_id: str):
     if p.label is None:
         abort(409, "only finished predictions with a label can be reviewed")
     if not form.validate_on_submit():
-        return render_template("admin/record.html", p=p, form=form), 400
+        return render_template("admin/record.html", p=p, form=form,
+                               retry_form=RetryForm()), 400
     with services().db.session() as db:
         row = db.get(Prediction, prediction_id)
         row.correct = form.verdict.data == "right"
@@ -152,6 +157,32 @@ def review(prediction_id: str):
         row.reviewed_by = current_user.username
     flash(f"marked {'right' if row.correct else 'wrong'}: {row.true_label}")
     return redirect(url_for("admin.record", prediction_id=prediction_id), 303)
+
+
+@bp.post("/records/<prediction_id>/retry")
+def retry(prediction_id: str):
+    """A failed record (Serving was down past the retry budget, say) queued again."""
+    p = _record(prediction_id)
+    if not RetryForm().validate_on_submit():
+        abort(400, "the retry form expired; reload the page")
+    if p.status != Status.FAILED:
+        abort(409, f"only failed records can be retried; this one is {p.status}")
+    if recs.retry(services(), [prediction_id]):
+        flash("queued again")
+    return redirect(url_for("admin.record", prediction_id=prediction_id), 303)
+
+
+@bp.post("/records/retry-failed")
+def retry_failed():
+    """Every failed record the list's filters select, queued again."""
+    flt = dataclasses.replace(_filter(), status=Status.FAILED)
+    if not RetryForm().validate_on_submit():
+        abort(400, "the retry form expired; reload the page")
+    with services().db.session() as db:
+        ids = list(db.scalars(flt.apply(select(Prediction.id))))
+    count = recs.retry(services(), ids)
+    flash(f"{count} failed record{'s' if count != 1 else ''} queued again")
+    return redirect(url_for("admin.records", **flt.query_args()), 303)
 
 
 @bp.get("/review/export.zip")

@@ -16,6 +16,10 @@ class LogoutForm(FlaskForm):
     """Only a CSRF token: logging out is a POST, so another site cannot do it for you."""
 
 
+class RetryForm(FlaskForm):
+    """Only a CSRF token: queuing failed records again is a POST."""
+
+
 class ReviewForm(FlaskForm):
     verdict = RadioField("The label is", choices=[("right", "right"), ("wrong", "wrong")],
                          validators=[DataRequired()])

@@ -105,11 +105,15 @@ class RecordFilter:
 
 def records(session: Session, flt: RecordFilter, page: int) -> tuple[list[Prediction], int]:
     """One page of records, newest first, and how many match in all."""
-    total = session.scalar(flt.apply(select(func.count()).select_from(Prediction))) or 0
+    total = count(session, flt)
     rows = session.scalars(flt.apply(select(Prediction))
                            .order_by(Prediction.created_at.desc(), Prediction.id)
                            .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE))
     return list(rows), total
+
+
+def count(session: Session, flt: RecordFilter) -> int:
+    return session.scalar(flt.apply(select(func.count()).select_from(Prediction))) or 0
 
 
 def all_records(session: Session, flt: RecordFilter):

@@ -8,6 +8,7 @@ simply stays queued: the workers' sweeper enqueues it once Redis is back.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -17,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from redis import RedisError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from core.db import Batch, Prediction, Source, Status, new_id
 from frontend.services import Services
@@ -108,6 +109,34 @@ def _enqueue(svc: Services, ids: Sequence[str]) -> bool:
     except RedisError as exc:
         log.warning("Redis is unreachable (%s); %d record(s) wait for the sweeper", exc, len(ids))
         return False
+
+
+def retry(svc: Services, ids: Sequence[str]) -> int:
+    """Queues failed records again, with a fresh retry budget; returns how many.
+
+    Each chunk is claimed with a guarded update (still failed), so two
+    administrators retrying at once queue a record once. As with uploads, a
+    Redis outage leaves the records queued for the sweeper."""
+    count = 0
+    for chunk in jobs.chunks(list(ids), svc.settings.chunk_size):
+        with svc.db.session() as session:
+            claimed = session.scalars(
+                update(Prediction)
+                .where(Prediction.id.in_(chunk), Prediction.status == Status.FAILED)
+                .values(status=Status.QUEUED, error=None, attempts=0, started_at=None,
+                        finished_at=None)
+                .returning(Prediction.id)).all()
+            claimed = sorted(claimed, key=chunk.index)
+            if claimed:
+                session.execute(update(Prediction).where(Prediction.id.in_(claimed))
+                                .values(job_id=jobs.job_id(claimed)))
+        if not claimed:
+            continue
+        count += len(claimed)
+        with contextlib.suppress(RedisError):  # _enqueue below logs the outage
+            jobs.forget(svc.queue, jobs.job_id(claimed))
+        _enqueue(svc, claimed)
+    return count
 
 
 def get_prediction(svc: Services, prediction_id: str) -> Prediction | None:

@@ -530,6 +530,84 @@ def test_the_review_export_answers_404_when_nothing_is_reviewed(admin_client, ad
 # --- Statistics -----------------------------------------------------------------------------
 
 
+def retry(client, path: str, form_page: str):
+    return client.post(path, data={"csrf_token": csrf_token(client, form_page)})
+
+
+def queued_job_ids(env: dict[str, str]) -> list[str]:
+    from redis import Redis
+
+    return [job.decode() for job in Redis.from_url(env["REDIS_URL"]).lrange("rq:queue:predictions",
+                                                                           0, -1)]
+
+
+def test_retrying_a_failed_record_queues_it_again_with_a_fresh_budget(admin_client, add_record,
+                                                                      db, env):
+    pid = add_record(status=Status.FAILED, attempts=6, error="the model server did not answer")
+    page = admin_client.get(f"/admin/records/{pid}").get_data(as_text=True)
+    assert 'id="retry"' in page
+    response = retry(admin_client, f"/admin/records/{pid}/retry", f"/admin/records/{pid}")
+    assert response.status_code == 303
+    p = stored(db, pid)
+    assert (p.status, p.error, p.attempts, p.finished_at) == (Status.QUEUED, None, 0, None)
+    assert queued_job_ids(env) == [p.job_id] == [f"predict-{pid}"]
+    assert "queued again" in admin_client.get(f"/admin/records/{pid}").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("status", [Status.DONE, Status.QUEUED, Status.RUNNING])
+def test_only_failed_records_can_be_retried(admin_client, add_record, db, env, status):
+    pid = add_record(status=status)
+    response = retry(admin_client, f"/admin/records/{pid}/retry", "/admin/")
+    assert response.status_code == 409
+    assert stored(db, pid).status == status
+    assert queued_job_ids(env) == []
+
+
+def test_a_retry_without_a_csrf_token_is_refused(admin_client, add_record, db):
+    pid = add_record(status=Status.FAILED, error="lost")
+    assert admin_client.post(f"/admin/records/{pid}/retry").status_code == 400
+    assert stored(db, pid).status == Status.FAILED
+
+
+def test_an_anonymous_retry_is_refused(client, add_record, db):
+    pid = add_record(status=Status.FAILED, error="lost")
+    path = f"/admin/records/{pid}/retry"
+    assert client.post(path).status_code == 400
+    token = csrf_token(client, "/admin/login")  # an anonymous session has a token too
+    assert redirects_to_login(client.post(path, data={"csrf_token": token}), path)
+    assert stored(db, pid).status == Status.FAILED
+
+
+def test_retry_failed_queues_the_failed_records_the_filters_select(admin_client, add_record,
+                                                                   db, env):
+    pages = [add_record(seed=i, status=Status.FAILED, error="lost") for i in range(3)]
+    api = add_record(seed=9, status=Status.FAILED, error="lost", source="api")
+    done = add_record(seed=10)
+    listing = admin_client.get("/admin/?source=page").get_data(as_text=True)
+    assert "Retry 3 failed" in listing
+    response = retry(admin_client, "/admin/records/retry-failed?source=page", "/admin/")
+    assert response.status_code == 303
+    assert {stored(db, p).status for p in pages} == {Status.QUEUED}
+    assert stored(db, api).status == Status.FAILED
+    assert stored(db, done).status == Status.DONE
+    assert "3 failed records queued again" in admin_client.get(
+        response.headers["Location"]).get_data(as_text=True)
+    assert len(queued_job_ids(env)) == 1  # one job for the chunk
+
+
+def test_a_retry_while_redis_is_down_leaves_the_record_queued_for_the_sweeper(
+        admin_client, add_record, db, monkeypatch, app):
+    pid = add_record(status=Status.FAILED, error="lost")
+    token = csrf_token(admin_client, f"/admin/records/{pid}")
+    from redis import Redis
+    services = app.extensions["classifier"]
+    monkeypatch.setattr(services, "queue", type(services.queue)(
+        "predictions", connection=Redis(port=9, socket_connect_timeout=0.5)))
+    response = admin_client.post(f"/admin/records/{pid}/retry", data={"csrf_token": token})
+    assert response.status_code == 303
+    assert stored(db, pid).status == Status.QUEUED
+
+
 def test_the_stats_api_counts_the_records(admin_client, sample):
     response = admin_client.get("/admin/api/stats")
     assert response.status_code == 200

@@ -7,11 +7,14 @@ the sweeper can tell whether the job a record waits for still exists.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import TypeVar
 
 from redis import Redis
 from rq import Callback, Queue, Retry
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 
 from core.settings import Settings
 
@@ -22,6 +25,8 @@ ON_FAILURE = "worker.tasks.on_failure"
 #: Seconds between a failed job's retries: Serving restarting takes seconds,
 #: a redeployment a minute or two. More retries than this wait the last figure.
 RETRY_INTERVALS = [1, 3, 10, 30, 60]
+#: A job in one of these states will still answer its records.
+ALIVE = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 
 def job_id(prediction_ids: Sequence[str]) -> str:
@@ -51,6 +56,15 @@ def enqueue(q: Queue, settings: Settings, prediction_ids: Sequence[str]) -> str:
                     job_timeout=settings.job_timeout, retry=retry,
                     on_failure=Callback(ON_FAILURE), result_ttl=3600, failure_ttl=7 * 86400)
     return job.id
+
+
+def forget(q: Queue, job_id: str) -> None:
+    """Deletes a dead job of that id (failed, or lost), so a new job of the same
+    id starts with a clean slate instead of the old one's retries and registry."""
+    with contextlib.suppress(NoSuchJobError):
+        job = Job.fetch(job_id, connection=q.connection)
+        if job.get_status() not in ALIVE:
+            job.delete()
 
 
 def channel(prediction_id: str) -> str:

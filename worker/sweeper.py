@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 LOCK = "sweeper:lock"
 #: A job in one of these states will still answer its records.
-ALIVE = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 UNFINISHED = (Status.QUEUED, Status.RUNNING)
 
 
@@ -69,7 +68,7 @@ def _sweep(db: Database, queue: Queue, settings: Settings,
         for chunk in jobs.chunks(again, settings.chunk_size):
             claimed = _claim(db, chunk, job_id)
             if claimed:
-                _forget(queue, jobs.job_id(claimed))
+                jobs.forget(queue, jobs.job_id(claimed))
                 jobs.enqueue(queue, settings, claimed)
                 counts["enqueued"] += len(claimed)
     if any(counts.values()):
@@ -84,7 +83,7 @@ def _alive(queue: Queue, job_id: str) -> bool:
         return False
     if status == JobStatus.QUEUED:  # its hash may outlive its place in the queue
         return job_id in queue.get_job_ids()
-    return status in ALIVE
+    return status in jobs.ALIVE
 
 
 def _claim(db: Database, ids: list[str], old_job_id: str | None) -> list[str]:
@@ -101,14 +100,6 @@ def _claim(db: Database, ids: list[str], old_job_id: str | None) -> list[str]:
             session.execute(update(Prediction).where(Prediction.id.in_(claimed))
                             .values(job_id=jobs.job_id(claimed)))
     return claimed
-
-
-def _forget(queue: Queue, job_id: str) -> None:
-    """Deletes a dead job of that id, so the new one starts with a clean slate."""
-    with contextlib.suppress(NoSuchJobError):
-        job = Job.fetch(job_id, connection=queue.connection)
-        if job.get_status() not in ALIVE:
-            job.delete()
 
 
 def _fail(db: Database, ids: list[str], old_job_id: str | None) -> int:
