@@ -22,7 +22,7 @@ TF_SERVING_API := tensorflow-serving-api==2.21.0
 
 export SHARED_DIR KERAS_HOME DATASET_DIR MODEL_BASE_PATH MODEL_NAME
 
-.PHONY: setup weights run train serve web worker migrate admin test lint bench protos clean
+.PHONY: setup weights browser run train serve web worker migrate admin test lint bench protos clean
 
 setup: $(VENV)/.installed
 
@@ -41,6 +41,17 @@ weights:
 		cp "$(SHARED_DIR)/weights/$(WEIGHTS)" "$(KERAS_HOME)/models/" && \
 		echo "copied ImageNet weights into $(KERAS_HOME)/models/"; \
 	fi
+
+# The browser tests drive Debian's chromium (never a downloaded browser);
+# installed here when missing and apt-get is at hand, else they are skipped
+# (REQUIRE_BROWSER=1, as CI sets, makes that a failure).
+browser:
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's chromium for the browser tests"; \
+		apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 || \
+		{ apt-get update >/dev/null && apt-get install -y --no-install-recommends chromium >/dev/null; }; \
+	fi
+	@[ -x /usr/bin/chromium ] || echo "no /usr/bin/chromium: the browser tests will be skipped"
 
 # Everything in one terminal (core/launch.py, Procfile); Ctrl-C stops it all.
 run: setup weights migrate
@@ -78,7 +89,7 @@ train: setup weights
 lint: setup
 	$(BIN)/ruff check .
 
-test: setup weights lint
+test: setup weights browser lint
 	$(BIN)/python -m pytest
 
 bench: setup weights

@@ -8,6 +8,7 @@ and `--workers` RQ workers (default 2) take the jobs. Measured:
 - latency: one fruit photo at a time on the idle system, from the start of
   POST /api/predictions to the answer of the long poll GET ?wait=10;
 - batch: 500 photos in one POST /api/batches, until the batch is complete;
+- memory: each process's resident set after the batch, and its peak;
 - beside it, Serving alone: the same photos sent straight to Serving by the
   same number of clients, chunk by chunk as the workers send them, before and
   after the batch run. Target: the batch at least 70% of Serving alone.
@@ -46,6 +47,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def memory_mb(pid: int) -> tuple[float, float]:
+    """A process's resident set now and at its peak (VmRSS, VmHWM), with its children's."""
+    now = peak = 0.0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("VmRSS:", "VmHWM:")):
+            kb = int(line.split()[1]) / 1024
+            now, peak = (kb, peak) if line.startswith("VmRSS") else (now, kb)
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        child_now, child_peak = memory_mb(int(child))
+        now, peak = now + child_now, peak + child_peak
+    return now, peak
+
+
+def memory_table(processes: dict[str, subprocess.Popen], redis_url: str) -> list[str]:
+    rows = [f"| {name} | {now:.0f} MB | {peak:.0f} MB |"
+            for name, process in processes.items()
+            for now, peak in [memory_mb(process.pid)]]
+    info = Redis.from_url(redis_url).info("memory")
+    rows.append(f"| Redis (the whole server) | {info['used_memory_rss'] / 2**20:.0f} MB | "
+                f"{info['used_memory_peak'] / 2**20:.0f} MB (data) |")
+    return ["| process | RSS after the batch | peak |", "|--|--:|--:|", *rows]
 
 
 def wait_healthy(url: str, timeout: float = 60) -> None:
@@ -156,6 +180,10 @@ def main() -> None:
             alone_before = serving_alone(serving_url, batch, args.workers, settings.chunk_size)
             rate, uploaded = batch_run(url, batch)
             alone_after = serving_alone(serving_url, batch, args.workers, settings.chunk_size)
+            named = {f"site: gunicorn, master and {os.environ.get('WEB_WORKERS', 2)} workers":
+                     processes[0], "Serving (embedded, TensorFlow)": serving}
+            named |= {f"RQ worker {i + 1}": p for i, p in enumerate(processes[1:])}
+            memory = memory_table(named, args.redis_url)
         finally:
             for process in processes:
                 process.terminate()
@@ -175,6 +203,8 @@ def main() -> None:
     print(f"| Serving alone, same images, {args.workers} clients (before / after) | "
           f"{alone_before:.1f} / {alone_after:.1f} img/s |")
     print(f"| batch rate / Serving alone | {rate / alone:.0%} |")
+    print()
+    print("\n".join(memory))
     print()
     print(f"p50 {p50:.0f} ms (target under 150 ms); batch at {rate / alone:.0%} of Serving "
           "alone (target at least 70%)")
