@@ -1,0 +1,432 @@
+"""The site in a real browser: Debian's Chromium, driven by Playwright, against
+gunicorn started as a child process (gunicorn.conf.py, 2 processes), a real
+`python -m worker` and the embedded Serving on the shapes model.
+
+Never downloads a browser (no `playwright install`): without /usr/bin/chromium
+the module is skipped, unless REQUIRE_BROWSER=1 (CI), which makes it an error.
+
+Only SQLite: these tests exercise pages and scripts, which do not depend on the
+database, and they are slow; test_web_* run the same queries on both databases.
+
+Each page visited is saved as a full-page screenshot under $TEST_ARTIFACTS
+(default var/test-artifacts/screenshots), one folder per test, and every step
+checks that no script error and no console error has happened so far.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from core.settings import ROOT
+from tests.conftest import SHAPES, draw_photo
+from tests.serving_process import wait_until
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, ConsoleMessage, Page
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS")
+                 or ROOT / "var" / "test-artifacts" / "screenshots")
+TIMEOUT_MS = 20_000  # one step on 2 slow, shared cores
+RESULT_TIMEOUT_MS = 60_000  # a label or a whole batch appearing (includes a worker's start)
+
+# The batch test: which progress each page load rendered and each script update set.
+# Kept in sessionStorage, so the record survives the reload poll.js does at the end.
+PROGRESS_WATCH = """
+addEventListener("DOMContentLoaded", () => {
+  const bar = document.getElementById("progress");
+  if (!bar) return;
+  const note = (by) => {
+    const seen = JSON.parse(sessionStorage.getItem("progress-seen") || "[]");
+    seen.push({by, value: bar.getAttribute("value"), max: bar.getAttribute("max")});
+    sessionStorage.setItem("progress-seen", JSON.stringify(seen));
+  };
+  note("page");
+  new MutationObserver(() => note("script")).observe(
+    bar, {attributes: true, attributeFilter: ["value", "max"]});
+});
+"""
+
+# One database is enough here (see the docstring): every test runs on SQLite only.
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def chromium() -> Path:
+    """Debian's Chromium and Playwright, or a skip (an error under REQUIRE_BROWSER=1):
+    an autouse session fixture runs first, before the model is trained."""
+    missing = None
+    if not CHROMIUM.is_file():
+        missing = f"no browser: {CHROMIUM} is missing (apt-get install chromium)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError as exc:
+            missing = f"Playwright for Python is not installed ({exc})"
+    if missing and os.environ.get("REQUIRE_BROWSER") == "1":
+        pytest.fail(f"REQUIRE_BROWSER=1 but {missing}", pytrace=False)
+    if missing:
+        pytest.skip(f"{missing}; REQUIRE_BROWSER=1 makes this an error")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def browser(chromium: Path) -> Iterator[Browser]:
+    """Chromium, headless, for this module's tests; never a downloaded browser."""
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    args = ["--disable-dev-shm-usage"]
+    if os.geteuid() == 0:
+        args.append("--no-sandbox")  # Chromium's sandbox refuses to run as root
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(chromium), headless=True,
+                                              args=args)
+        yield launched
+        launched.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(url: str, process: subprocess.Popen, log: Path) -> bool:
+    if process.poll() is not None:
+        raise AssertionError(f"gunicorn exited with {process.returncode}:\n"
+                             f"{log.read_text(errors='replace')[-3000:]}")
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def site(request: pytest.FixtureRequest, env: dict[str, str], serving, tmp_path: Path,
+         monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The site under gunicorn on a free port, with `env`'s settings (and any extra
+    ones given as the fixture's indirect parameter, which the workers see too)."""
+    for key, value in getattr(request, "param", {}).items():
+        monkeypatch.setenv(key, value)
+    port = _free_port()
+    bind = f"127.0.0.1:{port}"
+    log = tmp_path / "gunicorn.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--bind", bind, "frontend:create_app()"],
+            cwd=ROOT, env=os.environ | {"WEB_BIND": bind, "PORT": str(port)},
+            stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://{bind}"
+    try:
+        wait_until(lambda: _healthy(url, process, log), 90, f"gunicorn at {url}/healthz")
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)  # gunicorn's graceful stop
+        try:
+            process.wait(40)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@dataclass
+class Visit:
+    """A browser tab on the site that screenshots each step and collects script errors."""
+
+    page: Page
+    folder: Path
+    errors: list[str] = field(default_factory=list)
+    steps: int = 0
+    checked: int = 0  # errors already reported by a step
+
+    def on_console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append(f"console error on {self.page.url}: {message.text} "
+                               f"({message.location.get('url')}:"
+                               f"{message.location.get('lineNumber')})")
+
+    def check(self, step: str) -> None:
+        """Saves a full-page screenshot of the page as it is, then fails if a script
+        error or a console error has happened since the test began."""
+        self.steps += 1
+        self.page.screenshot(path=self.folder / f"{self.steps:02d}-{step}.png", full_page=True)
+        self.checked = len(self.errors)
+        assert not self.errors, f"script errors by step {step!r}:\n" + "\n".join(self.errors)
+
+
+@pytest.fixture
+def visit(browser: Browser, site: str, request: pytest.FixtureRequest) -> Iterator[Visit]:
+    context = browser.new_context(base_url=site, accept_downloads=True,
+                                  viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    folder = ARTIFACTS / request.node.originalname
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    tab = Visit(page, folder)
+    page.on("pageerror", lambda exc: tab.errors.append(f"uncaught on {page.url}: {exc}"))
+    page.on("console", tab.on_console)
+    yield tab
+    try:
+        page.screenshot(path=folder / f"{tab.steps + 1:02d}-last.png", full_page=True)
+    finally:
+        context.close()
+    late = tab.errors[tab.checked:]
+    assert not late, "script errors after the last step:\n" + "\n".join(late)
+
+
+def photo(folder: Path, kind: str, seed: int, suffix: str = ".jpg") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{kind}-{seed}{suffix}"
+    draw_photo(kind, seed=seed).save(path)
+    return path
+
+
+def table_rows(page: Page, selector: str) -> list[list[str]]:
+    """The cells' text of a table's rows, header row left out."""
+    rows = page.locator(f"{selector} tr").all()
+    return [[cell.inner_text().strip() for cell in row.locator("td").all()] for row in rows[1:]]
+
+
+def test_an_uploaded_photo_shows_its_label_and_model_version(
+        visit: Visit, worker_process, trained, tmp_path: Path):
+    from playwright.sync_api import expect
+
+    page = visit.page
+    picture = photo(tmp_path / "photos", "circle", 7)
+    page.goto("/")
+    expect(page.get_by_role("heading", name="What is in your photo?")).to_be_visible()
+    visit.check("upload-page")
+
+    page.get_by_label("Drop images here, or click to choose").set_input_files(picture)
+    expect(page.get_by_role("img", name=picture.name)).to_be_visible()  # upload.js's preview
+    visit.check("preview")
+
+    page.get_by_role("button", name="Classify").click()
+    page.wait_for_url(re.compile(r"/p/[^/]+$"))
+    expect(page.get_by_role("heading", name=picture.name)).to_be_visible()
+    visit.check("result-page")
+
+    # poll.js long-polls the API and reloads the page when the worker is done.
+    expect(page.locator("#label")).to_contain_text("circle", timeout=RESULT_TIMEOUT_MS)
+    expect(page).to_have_title(re.compile(rf"^circle · {re.escape(picture.name)}"))
+    expect(page.get_by_text(re.compile(rf"Model version {trained.version} · answered in"))
+           ).to_be_visible()
+    expect(page.locator("#topk li")).to_have_count(len(SHAPES))
+    expect(page.locator("#waiting")).to_have_count(0)
+    visit.check("result-done")
+
+    page.get_by_role("link", name="Your history").click()
+    expect(page.get_by_role("heading", name="Your recent images")).to_be_visible()
+    newest = table_rows(page, "table.records")[0]
+    assert newest[1] == picture.name and newest[3:5] == ["done", "circle"], newest
+    visit.check("history")
+
+
+@pytest.mark.parametrize("site", [{"CHUNK_SIZE": "4"}], indirect=True, ids=["chunks-of-4"])
+def test_a_batch_shows_its_progress_up_to_100_percent_and_counts_per_class(
+        visit: Visit, request: pytest.FixtureRequest, tmp_path: Path):
+    from playwright.sync_api import expect
+
+    page = visit.page
+    page.add_init_script(PROGRESS_WATCH)
+    pictures = [photo(tmp_path / "photos", kind, seed, suffix)
+                for seed, suffix in enumerate([".jpg", ".png", ".webp", ".gif"])
+                for kind in SHAPES]
+    notes = tmp_path / "photos" / "notes.txt"
+    notes.write_text("not an image")
+    page.goto("/")
+    page.get_by_label("Drop images here, or click to choose").set_input_files(
+        [*pictures, notes])
+    expect(page.locator("#previews figure")).to_have_count(len(pictures) + 1)
+    expect(page.locator("#previews img")).to_have_count(len(pictures))
+    visit.check("previews")
+
+    page.get_by_role("button", name="Classify").click()
+    page.wait_for_url(re.compile(r"/batches/[^/]+$"))
+    batch_id = page.url.rsplit("/", 1)[1]
+    bar = page.get_by_role("progressbar")
+    # No worker runs yet: the page starts at 0 of 12, and lists what it refused.
+    expect(bar).to_have_attribute("max", "12")
+    expect(bar).to_have_attribute("value", "0")
+    expect(page.locator("#progress-text")).to_have_text("0 of 12 done")
+    expect(page.get_by_role("heading", name="Not accepted")).to_be_visible()
+    expect(page.get_by_text(re.compile(r"^notes\.txt: "))).to_be_visible()
+    visit.check("batch-queued")
+
+    request.getfixturevalue("worker_process")
+    expect(page.locator("#batch")).to_have_attribute("data-complete", "yes",
+                                                     timeout=RESULT_TIMEOUT_MS)
+    expect(bar).to_have_attribute("value", "12")
+    expect(bar).to_have_attribute("max", "12")
+    expect(page.locator("#progress-text")).to_have_text("12 of 12 done")
+    visit.check("batch-complete")
+
+    seen: list[dict[str, Any]] = page.evaluate(
+        "JSON.parse(sessionStorage.getItem('progress-seen') || '[]')")
+    values = [int(float(s["value"])) for s in seen]
+    assert seen[0] == {"by": "page", "value": "0", "max": "12"}, seen
+    assert values == sorted(values), f"the bar went backwards: {seen}"
+    script = [s for s in seen if s["by"] == "script"]
+    assert script and int(float(script[-1]["value"])) == 12, f"poll.js never set 12: {seen}"
+    assert seen[-1] == {"by": "page", "value": "12", "max": "12"}, seen
+    print("progress seen:", [f"{s['by']} {s['value']}/{s['max']}" for s in seen])
+
+    classes = {label: int(n) for label, n in table_rows(page, "#classes")}
+    assert sum(classes.values()) == 12 and set(classes) <= set(SHAPES), classes
+    api = page.request.get(f"/api/batches/{batch_id}").json()
+    assert classes == api["labels"] and api["complete"], api
+    images = table_rows(page, "table.records")
+    assert len(images) == 12 and {row[2] for row in images} == {"done"}, images
+    right = sum(row[1].split("-")[0] == row[3] for row in images)
+    assert right >= 10, images  # the shapes model is nearly always right
+
+
+def test_a_zip_becomes_a_batch_named_for_it_that_lists_the_files_it_refused(
+        visit: Visit, request: pytest.FixtureRequest, tmp_path: Path):
+    from playwright.sync_api import expect
+
+    page = visit.page
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        for seed, kind in enumerate(SHAPES, start=30):
+            out.write(photo(tmp_path / "photos", kind, seed), f"photos/{kind}-{seed}.jpg")
+        out.writestr("photos/notes.txt", "not an image")
+    page.goto("/")
+    page.get_by_label("or a .zip of images").set_input_files(archive)
+    visit.check("zip-chosen")
+
+    page.get_by_role("button", name="Classify").click()
+    page.wait_for_url(re.compile(r"/batches/[^/]+$"))
+    expect(page.get_by_role("heading", name="Batch photos.zip")).to_be_visible()
+    expect(page.get_by_role("progressbar")).to_have_attribute("max", "3")
+    refused = page.get_by_role("listitem").filter(has_text="notes.txt")
+    expect(refused).to_contain_text("not an image of a type we take")
+    visit.check("zip-batch-queued")
+
+    request.getfixturevalue("worker_process")
+    expect(page.locator("#batch")).to_have_attribute("data-complete", "yes",
+                                                     timeout=RESULT_TIMEOUT_MS)
+    expect(page.locator("#progress-text")).to_have_text("3 of 3 done")
+    assert sum(int(n) for _, n in table_rows(page, "#classes")) == 3
+    visit.check("zip-batch-complete")
+
+    text = refused.inner_text()
+    assert text.startswith("photos/notes.txt: not an image") and text.count("notes.txt") == 1, \
+        f"the refused file reads {text!r}"
+
+
+def _classified(page: Page, picture: Path) -> dict[str, Any]:
+    created = page.request.post("/api/predictions", multipart={"image": {
+        "name": picture.name, "mimeType": "image/jpeg", "buffer": picture.read_bytes()}})
+    assert created.status == 202, created.text()
+    url = created.json()["url"]
+    deadline = time.monotonic() + RESULT_TIMEOUT_MS / 1000
+    while time.monotonic() < deadline:  # each call is a long poll of up to 10 s
+        body = page.request.get(f"{url}?wait=10", timeout=30_000).json()
+        if body["status"] in ("done", "failed"):
+            assert body["status"] == "done", body
+            return body
+    raise AssertionError(f"{picture.name} was not classified in time")
+
+
+def test_an_admin_corrects_a_label_and_exports_the_reviewed_set(
+        visit: Visit, worker_process, admin_user, trained, tmp_path: Path):
+    from playwright.sync_api import expect
+
+    page = visit.page
+    name, password = admin_user
+    pictures = {kind: photo(tmp_path / "photos", kind, seed)
+                for seed, kind in enumerate(SHAPES, start=20)}
+    results = {kind: _classified(page, picture) for kind, picture in pictures.items()}
+    target, found = pictures["triangle"], results["triangle"]
+    truth = next(kind for kind in SHAPES if kind != found["label"])
+
+    page.goto("/admin/")
+    expect(page.get_by_role("heading", name="Administrator login")).to_be_visible()
+    visit.check("login")
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="All records")).to_contain_text("3 match")
+    expect(page.get_by_role("button", name=f"Log out {name}")).to_be_visible()
+    visit.check("records")
+
+    page.get_by_label("Label").select_option(found["label"])
+    page.get_by_label("Source").select_option("api")
+    page.get_by_role("button", name="Filter").click()
+    expect(page).to_have_url(re.compile(rf"label={found['label']}.*source=api"))
+    expect(page.get_by_role("link", name=target.name)).to_be_visible()
+    for row in table_rows(page, "#records"):
+        assert row[2] == "api" and row[4] == found["label"], row
+    visit.check("records-filtered")
+
+    page.get_by_role("link", name=target.name).click()
+    expect(page.get_by_role("heading", name=target.name)).to_be_visible()
+    expect(page.locator("#status")).to_have_text("done")
+    visit.check("record")
+
+    page.get_by_role("radio", name="wrong").check()
+    page.get_by_label("True label").fill(truth)
+    page.get_by_role("button", name="Save review").click()
+    expect(page.get_by_role("status")).to_have_text(f"marked wrong: {truth}")
+    expect(page.get_by_text(f"wrong, true label {truth}, by {name}")).to_be_visible()
+    expect(page.get_by_role("radio", name="wrong")).to_be_checked()
+    visit.check("reviewed")
+
+    page.get_by_role("link", name="All records").click()
+    page.get_by_label("Reviewed").select_option("wrong")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.get_by_role("heading", name="All records")).to_contain_text("1 match")
+    assert [row[7] for row in table_rows(page, "#records")] == [f"wrong: {truth}"]
+    visit.check("records-reviewed")
+
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Export reviewed images as a dataset").click()
+    download = download_info.value
+    assert download.suggested_filename == "reviewed-dataset.zip"
+    saved = tmp_path / download.suggested_filename
+    download.save_as(saved)
+    data = target.read_bytes()
+    with zipfile.ZipFile(saved) as archive:
+        assert archive.namelist() == [
+            f"dataset/{truth}/{hashlib.sha256(data).hexdigest()[:16]}.jpg"]
+        assert archive.read(archive.namelist()[0]) == data
+
+    page.get_by_role("link", name="Statistics").click()
+    expect(page.get_by_role("heading", name="Statistics", exact=True)).to_be_visible()
+    expect(page.get_by_text(re.compile(r"^3 predictions: "))).to_be_visible()
+    expect(page.locator("#queue")).to_contain_text("1 live worker(s)")
+    for chart in ["Predictions per class", "Uploads per day", "Confidence of the top label",
+                  "Accuracy on reviewed records per model version (%)"]:
+        expect(page.get_by_role("img", name=chart)).to_be_visible()
+    accuracy = page.get_by_role("img", name="Accuracy on reviewed records per model version")
+    expect(accuracy).to_contain_text(f"v{trained.version} (1 reviewed)")
+    expect(accuracy).to_contain_text("0.0%")
+    visit.check("stats")
+
+    page.get_by_role("link", name="Models").click()
+    expect(page.locator("#versions")).to_contain_text("AVAILABLE")
+    visit.check("models")
+
+    page.get_by_role("button", name=f"Log out {name}").click()
+    expect(page.get_by_role("heading", name="Administrator login")).to_be_visible()
+    visit.check("logged-out")
