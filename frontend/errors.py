@@ -6,7 +6,16 @@ answered 500 with a short message.
 
 from __future__ import annotations
 
-from flask import Flask, Response, current_app, jsonify, render_template, request
+from flask import (
+    Flask,
+    Response,
+    abort,
+    current_app,
+    jsonify,
+    make_response,
+    render_template,
+    request,
+)
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -25,6 +34,17 @@ def error_response(message: str, status: int) -> tuple[Response | str, int]:
 
 
 def init_app(app: Flask) -> None:
+    @app.before_request
+    def refuse_nul_characters():
+        # PostgreSQL's text cannot hold U+0000 (psycopg raises DataError, a 500):
+        # an id, a query parameter or a form field holding one is refused here.
+        fields = [*(request.view_args or {}).items(), *request.args.items(multi=True)]
+        if request.method in ("POST", "PUT", "PATCH"):
+            fields += request.form.items(multi=True)
+        for name, value in fields:
+            if "\x00" in name or "\x00" in str(value):
+                abort(400, f"{name.replace(chr(0), '')} holds a NUL character")
+
     @app.errorhandler(UploadError)
     def upload_error(exc: UploadError):
         return error_response(exc.message, exc.status)
@@ -41,7 +61,12 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        return error_response(exc.description or exc.name, exc.code or 500)
+        response = make_response(error_response(exc.description or exc.name, exc.code or 500))
+        # The exception's own headers: Allow on a 405, WWW-Authenticate on a 401.
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):

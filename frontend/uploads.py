@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import io
 import lzma
+import re
 import struct
+import unicodedata
 import warnings
 import zipfile
 import zlib
@@ -37,6 +39,9 @@ ORIENTATION = 0x0112
 # Past the limit Pillow warns; check_image refuses those images itself.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 FORMAT_NAMES = "JPEG, PNG, GIF, BMP or WebP"
+#: Unicode categories left out of display names: controls, formats (bidi
+#: overrides, zero-width characters) and line or paragraph separators.
+UNPRINTED = {"Cc", "Cf", "Zl", "Zp"}
 
 
 class UploadError(Exception):
@@ -68,10 +73,14 @@ class CheckedImage:
 
 def display_name(filename: str | None) -> str:
     """The name as sent, folders kept (a .zip's, a client's relative paths) but
-    never absolute or climbing out, trimmed to fit its column. Only shown; files
-    are stored by hash."""
-    parts = PurePosixPath((filename or "").replace("\\", "/")).parts
-    name = "/".join(p.strip() for p in parts if p.strip() not in ("", ".", "..", "/"))
+    never absolute (POSIX, a Windows drive or a UNC share) or climbing out, and
+    without control or bidi characters (NUL, ESC, U+202E), trimmed to fit its
+    column. Only shown; files are stored by hash."""
+    text = "".join(c if unicodedata.category(c) not in UNPRINTED else " " if c.isspace() else ""
+                   for c in filename or "").replace("\\", "/")
+    text = re.sub(r"^[A-Za-z]:", "", text)  # C:\photos\x.jpg
+    parts = (p.strip() for p in text.split("/"))
+    name = "/".join(p for p in parts if p not in ("", ".", ".."))
     return (name or "upload")[-255:]
 
 
