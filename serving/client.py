@@ -111,7 +111,7 @@ class ServingClient:
         try:
             response = self.session.request(method, url, timeout=self.timeout, **kwargs)
         except requests.RequestException as exc:
-            raise ServingRequestError(f"cannot reach {self.base_url}: {exc}") from exc
+            raise ServingRequestError(f"cannot reach {self.base_url}: {_why(exc)}") from exc
         try:
             body = response.json()
         except ValueError:
@@ -126,3 +126,16 @@ def _prediction(row: dict[str, Any]) -> Prediction:
     scores = dict(zip(row["classes"], row["scores"], strict=True))
     label = max(scores, key=scores.__getitem__)
     return Prediction(label=label, confidence=scores[label], scores=scores)
+
+
+def _why(exc: requests.RequestException) -> str:
+    """What went wrong, in words ("Connection refused", "timed out"), not the
+    nested reprs of requests and urllib3 (the address is said already)."""
+    cause: BaseException = exc
+    while cause.__cause__ is not None or cause.__context__ is not None:
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    if isinstance(exc, requests.Timeout):
+        return "no answer in time"
+    return str(cause) or type(cause).__name__

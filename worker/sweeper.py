@@ -18,6 +18,8 @@ from redis.exceptions import LockError
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
+from rq.timeouts import TimerDeathPenalty
 from sqlalchemy import select, update
 
 from core.db import Database, Prediction, Status, utcnow
@@ -49,7 +51,9 @@ def _sweep(db: Database, queue: Queue, settings: Settings,
            grace: timedelta) -> dict[str, int]:
     # Jobs of workers that died mid-job are failed (and retried) by RQ here,
     # instead of at its next maintenance, minutes later.
-    queue.started_job_registry.cleanup()
+    # In this thread RQ's default SIGALRM timeout cannot guard the job's failure
+    # callback (signals work in the main thread only), so the callback never ran.
+    StartedJobRegistry(queue=queue, death_penalty_class=TimerDeathPenalty).cleanup()
     counts = {"enqueued": 0, "failed": 0}
     with db.session() as session:
         rows = session.execute(select(Prediction.id, Prediction.job_id, Prediction.attempts)

@@ -116,7 +116,8 @@ def on_failure(job: Job, connection: Redis, exc_type: type[BaseException],
     if isinstance(exc, JobTimeoutException):
         reason = f"classification took longer than {job.timeout} s"
     elif isinstance(exc, ServingUnavailable):
-        reason = f"the model server did not answer after {attempts} attempts ({exc})"
+        times = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+        reason = f"the model server did not answer after {times} ({exc})"
     else:
         reason = f"an internal error ({exc_type.__name__}); its details are in the worker's log"
     _write(r, [(prediction_id, _failed(reason)) for prediction_id in ids])
