@@ -6,7 +6,8 @@
 
 honcho shows every process's log with its name, and on Ctrl-C (or when any
 process dies) stops them all with SIGTERM: gunicorn and the workers finish
-what they hold, Serving drains, Redis writes its append-only file.
+what they hold, Serving drains, Redis writes its append-only file; whatever
+still runs 5 s later is killed (a job cut short is redone by the sweeper).
 
 Serving reads serving/models.config, the very file the official container
 reads, when the models live where it says (<root>/models/classifier);
@@ -23,7 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from redis import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
 from core.settings import ROOT, Settings, SettingsError, get_settings
 
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS") or 2),
                         help="RQ workers to run (WORKERS; default 2)")
     args = parser.parse_args(argv)
+    os.chdir(ROOT)  # gunicorn reads gunicorn.conf.py from the working directory
     try:
         settings = get_settings()
         if args.process == "serving":
@@ -70,8 +72,10 @@ def honcho_argv(settings: Settings, workers: int, port: str) -> list[str]:
         redis_argv(settings.redis_url)  # fails here, before anything starts, if it cannot
         processes.append("redis")
     print(banner(settings, port, embedded_redis), flush=True)
+    # --env: not the .env beside docker-compose.yml, which holds the stack's settings.
     return [str(Path(sys.executable).parent / "honcho"), "start", "--procfile", str(PROCFILE),
-            "--app-root", str(ROOT), "--concurrency", f"worker={workers}", *processes]
+            "--app-root", str(ROOT), "--env", os.devnull,
+            "--concurrency", f"worker={workers}", *processes]
 
 
 def banner(settings: Settings, port: str, embedded_redis: bool) -> str:
@@ -112,7 +116,8 @@ def redis_argv(redis_url: str) -> list[str]:
         raise LaunchError(f"no Redis answers at {redis_url}, and an embedded one can only "
                           "run on this machine: start that Redis, or unset REDIS_URL")
     REDIS_DIR.mkdir(parents=True, exist_ok=True)
-    return [redis_server(), "--bind", "127.0.0.1", "--port", str(port),
+    bind = "127.0.0.1" if host == "localhost" else host  # redis-server binds addresses
+    return [redis_server(), "--bind", bind, "--port", str(port),
             "--dir", str(REDIS_DIR), "--appendonly", "yes", "--appendfsync", "everysec",
             "--save", "", "--daemonize", "no"]
 
@@ -135,9 +140,13 @@ def redis_server() -> str:
 
 
 def redis_answers(redis_url: str) -> bool:
+    """Whether a Redis listens there; one refusing our password still does, and
+    starting a second on its port would only fail."""
     try:
         with Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=2) as client:
             return bool(client.ping())
+    except (AuthenticationError, ResponseError):
+        return True
     except (RedisError, OSError):
         return False
 

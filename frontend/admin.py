@@ -106,7 +106,8 @@ def records():
     with services().db.session() as db:
         rows, total = queries.records(db, flt, page)
         labels, versions = queries.labels(db), queries.versions(db)
-        failed = queries.count(db, dataclasses.replace(flt, status=Status.FAILED))
+        failed = (queries.count(db, dataclasses.replace(flt, status=Status.FAILED))
+                  if flt.status in ("", Status.FAILED) else 0)
     return render_template("admin/records.html", rows=rows, total=total, page=page,
                            pages=max(1, ceil(total / queries.PAGE_SIZE)), flt=flt,
                            labels=labels, versions=versions, failed=failed,
@@ -175,12 +176,15 @@ def retry(prediction_id: str):
 @bp.post("/records/retry-failed")
 def retry_failed():
     """Every failed record the list's filters select, queued again."""
-    flt = dataclasses.replace(_filter(), status=Status.FAILED)
+    flt = _filter()
     if not RetryForm().validate_on_submit():
         abort(400, "the retry form expired; reload the page")
-    with services().db.session() as db:
-        ids = list(db.scalars(flt.apply(select(Prediction.id))))
-    count = recs.retry(services(), ids)
+    count = 0
+    if flt.status in ("", Status.FAILED):  # another status selects no failed record
+        with services().db.session() as db:
+            ids = list(db.scalars(dataclasses.replace(flt, status=Status.FAILED)
+                                  .apply(select(Prediction.id))))
+        count = recs.retry(services(), ids)
     flash(f"{count} failed record{'s' if count != 1 else ''} queued again")
     return redirect(url_for("admin.records", **flt.query_args()), 303)
 

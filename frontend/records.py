@@ -18,12 +18,14 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from redis import RedisError
+from redis.exceptions import LockError
 from sqlalchemy import func, select, update
 
 from core.db import Batch, Prediction, Source, Status, new_id
 from frontend.services import Services
 from frontend.uploads import CheckedImage, UploadError, check_image
 from worker import jobs
+from worker.sweeper import LOCK as SWEEP_LOCK
 
 log = logging.getLogger(__name__)
 
@@ -115,28 +117,43 @@ def retry(svc: Services, ids: Sequence[str]) -> int:
     """Queues failed records again, with a fresh retry budget; returns how many.
 
     Each chunk is claimed with a guarded update (still failed), so two
-    administrators retrying at once queue a record once. As with uploads, a
-    Redis outage leaves the records queued for the sweeper."""
+    administrators retrying at once queue a record once. The sweeper's lock is
+    held meanwhile: a sweep between the claim and the enqueue would take the
+    new job for a lost one and queue the records a second time. As with
+    uploads, a Redis outage leaves the records queued for the sweeper."""
     count = 0
-    for chunk in jobs.chunks(list(ids), svc.settings.chunk_size):
-        with svc.db.session() as session:
-            claimed = session.scalars(
-                update(Prediction)
-                .where(Prediction.id.in_(chunk), Prediction.status == Status.FAILED)
-                .values(status=Status.QUEUED, error=None, attempts=0, started_at=None,
-                        finished_at=None)
-                .returning(Prediction.id)).all()
-            claimed = sorted(claimed, key=chunk.index)
-            if claimed:
-                session.execute(update(Prediction).where(Prediction.id.in_(claimed))
-                                .values(job_id=jobs.job_id(claimed)))
-        if not claimed:
-            continue
-        count += len(claimed)
-        with contextlib.suppress(RedisError):  # _enqueue below logs the outage
-            jobs.forget(svc.queue, jobs.job_id(claimed))
-        _enqueue(svc, claimed)
+    lock = svc.queue.connection.lock(SWEEP_LOCK, timeout=120, blocking_timeout=15)
+    try:
+        redis_up = lock.acquire()  # not acquired in 15 s: a long sweep; go on regardless
+    except RedisError:
+        redis_up = False  # no sweep runs either
+    try:
+        for chunk in jobs.chunks(list(ids), svc.settings.chunk_size):
+            claimed = _claim_failed(svc, chunk)
+            count += len(claimed)
+            if claimed and redis_up:
+                with contextlib.suppress(RedisError):  # _enqueue below logs the outage
+                    jobs.forget(svc.queue, jobs.job_id(claimed))
+                redis_up = _enqueue(svc, claimed)
+    finally:
+        with contextlib.suppress(RedisError, LockError):
+            lock.release()
     return count
+
+
+def _claim_failed(svc: Services, chunk: list[str]) -> list[str]:
+    with svc.db.session() as session:
+        claimed = session.scalars(
+            update(Prediction)
+            .where(Prediction.id.in_(chunk), Prediction.status == Status.FAILED)
+            .values(status=Status.QUEUED, error=None, attempts=0, started_at=None,
+                    finished_at=None)
+            .returning(Prediction.id)).all()
+        claimed = sorted(claimed, key=chunk.index)
+        if claimed:
+            session.execute(update(Prediction).where(Prediction.id.in_(claimed))
+                            .values(job_id=jobs.job_id(claimed)))
+    return claimed
 
 
 def get_prediction(svc: Services, prediction_id: str) -> Prediction | None:

@@ -595,6 +595,16 @@ def test_retry_failed_queues_the_failed_records_the_filters_select(admin_client,
     assert len(queued_job_ids(env)) == 1  # one job for the chunk
 
 
+def test_retry_failed_under_another_status_filter_retries_nothing(admin_client, add_record,
+                                                                   db, env):
+    failed = add_record(status=Status.FAILED, error="lost")
+    assert "Retry" not in admin_client.get("/admin/?status=done").get_data(as_text=True)
+    response = retry(admin_client, "/admin/records/retry-failed?status=done", "/admin/")
+    assert response.status_code == 303 and "status=done" in response.headers["Location"]
+    assert stored(db, failed).status == Status.FAILED
+    assert queued_job_ids(env) == []
+
+
 def test_a_retry_while_redis_is_down_leaves_the_record_queued_for_the_sweeper(
         admin_client, add_record, db, monkeypatch, app):
     pid = add_record(status=Status.FAILED, error="lost")

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
@@ -30,7 +31,8 @@ log = logging.getLogger("worker")
 #: if it gets the scheduler lock, and after that only in its maintenance: every
 #: 10 minutes by default, between blocking waits for a job of worker_ttl - 15 s.
 #: A scheduler that died (Redis went away) or whose worker was killed (its lock
-#: lasts 61 s more) would leave every retry waiting up to 10 minutes.
+#: lasts 61 s more) would leave every retry waiting up to 10 minutes; with these,
+#: another worker's maintenance starts one within a minute.
 MAINTENANCE_INTERVAL = 10
 WORKER_TTL = 30
 
@@ -75,25 +77,29 @@ def main(argv: list[str] | None = None) -> int:
         _start_sweeping(db, queue, settings, args.sweep_interval)
     worker_class = Worker if args.fork else SimpleWorker
     while True:
-        worker = worker_class([queue], connection=connection, name=args.name,
-                              maintenance_interval=MAINTENANCE_INTERVAL, worker_ttl=WORKER_TTL)
-        try:
+        worker = None
+        try:  # the constructor talks to Redis too
+            worker = worker_class([queue], connection=connection, name=args.name,
+                                  maintenance_interval=MAINTENANCE_INTERVAL,
+                                  worker_ttl=WORKER_TTL)
             worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
         except RedisError as exc:  # raised by its teardown, Redis still away
             log.warning("the worker stopped on a Redis error: %s", exc)
         # RQ's private mark of a SIGTERM or Ctrl-C: rq 3.0 has no public one.
-        if args.burst or worker._shutdown_requested_date is not None:
+        if args.burst or (worker is not None and worker._shutdown_requested_date is not None):
             return 0
         # RQ's loop rides out a Redis outage only while it waits for a job; one that
         # hits it anywhere else (a job's result, a heartbeat) ends it ("found an
         # unhandled exception, quitting"). Its job's records are left to the sweeper.
-        log.warning("the worker loop ended on a Redis error; starting it again once "
+        log.warning("the worker loop ended (RQ logged why, above); starting it again once "
                     "Redis answers")
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the dead loop's handlers
         signal.signal(signal.SIGINT, signal.default_int_handler)
         time.sleep(1)
         _wait_for(connection, settings.redis_url, float("inf"))
-        connection.delete(worker.key)  # this process's dead registration, if Redis kept it
+        if worker is not None:  # its dead registration, if Redis kept it
+            with contextlib.suppress(RedisError):
+                connection.delete(worker.key)
 
 
 def _wait_for(connection, url: str, seconds: float) -> None:

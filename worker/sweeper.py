@@ -29,7 +29,7 @@ from worker import jobs
 log = logging.getLogger(__name__)
 
 LOCK = "sweeper:lock"
-#: A job in one of these states will still answer its records.
+#: Record statuses a job may still answer.
 UNFINISHED = (Status.QUEUED, Status.RUNNING)
 
 
@@ -50,7 +50,7 @@ def sweep(db: Database, queue: Queue, settings: Settings, *,
 def _sweep(db: Database, queue: Queue, settings: Settings,
            grace: timedelta) -> dict[str, int]:
     # Jobs of workers that died mid-job are failed (and retried) by RQ here,
-    # instead of at its next maintenance, minutes later.
+    # in this sweep, instead of at the next worker's maintenance.
     # In this thread RQ's default SIGALRM timeout cannot guard the job's failure
     # callback (signals work in the main thread only), so the callback never ran.
     StartedJobRegistry(queue=queue, death_penalty_class=TimerDeathPenalty).cleanup()
