@@ -41,6 +41,7 @@ from sqlalchemy import select
 
 from core.db import Batch, Prediction, Status
 from core.settings import ROOT
+from tests.test_web_uploads import zip_bytes
 from tests.web_fixtures import ADMIN_NAME, ADMIN_PASSWORD, csrf_token
 
 LIMITS = {"MAX_IMAGE_BYTES": 60_000, "MAX_REQUEST_BYTES": 200_000,
@@ -113,14 +114,6 @@ def noise_png(side: int) -> bytes:
     pixels = Image.frombytes("RGB", (side, side), random.Random(side).randbytes(side * side * 3))
     out = io.BytesIO()
     pixels.save(out, "PNG", compress_level=1)
-    return out.getvalue()
-
-
-def zip_bytes(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", method) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
     return out.getvalue()
 
 
@@ -1017,17 +1010,20 @@ FILTER_PATHS = ["/admin/", "/admin/api/records", "/admin/records.csv",
                 "/admin/records/retry-failed"]
 
 
+def filtered(admin, path: str, query: str):
+    """A filtered admin path: the list and exports are read, retry-failed is a form."""
+    if path.endswith("retry-failed"):
+        return admin.post(f"{path}?{query}", data={"csrf_token": csrf_token(admin, "/admin/")})
+    return admin.get(f"{path}?{query}")
+
+
 @pytest.mark.parametrize("path", FILTER_PATHS)
 @pytest.mark.parametrize("query", BAD_FILTERS.values(), ids=BAD_FILTERS.keys())
 def test_a_bad_filter_is_refused(site, admin, path, query):
     failed = site.add_record(51, status=Status.FAILED, label=None, confidence=None, top_k=None,
                              model_version=None, error="Serving was down")
     before = site.snapshot()
-    if path.endswith("retry-failed"):
-        response = admin.post(f"{path}?{query}",
-                              data={"csrf_token": csrf_token(admin, "/admin/")})
-    else:
-        response = admin.get(f"{path}?{query}")
+    response = filtered(admin, path, query)
     name = query.split("=")[0]
     assert_refused(site, response, before, path, (400,), (name,))
     assert site.prediction(failed).status == Status.FAILED
@@ -1036,11 +1032,7 @@ def test_a_bad_filter_is_refused(site, admin, path, query):
 @pytest.mark.parametrize("path", FILTER_PATHS)
 def test_a_label_filter_with_a_nul_is_not_a_500(site, admin, path):
     before = site.snapshot()
-    if path.endswith("retry-failed"):
-        response = admin.post(f"{path}?label=a%00b",
-                              data={"csrf_token": csrf_token(admin, "/admin/")})
-    else:
-        response = admin.get(f"{path}?label=a%00b")
+    response = filtered(admin, path, "label=a%00b")
     assert response.status_code < 500, response.get_data(as_text=True)[:500]
     assert_unchanged(site, before)
 
