@@ -124,7 +124,9 @@ def retry(svc: Services, ids: Sequence[str]) -> int:
     count = 0
     lock = svc.queue.connection.lock(SWEEP_LOCK, timeout=120, blocking_timeout=15)
     try:
-        redis_up = lock.acquire()  # not acquired in 15 s: a long sweep; go on regardless
+        # Not acquired in 15 s (a long sweep): the claimed records are left queued,
+        # and the sweeper, finding no live job for them, enqueues them itself.
+        redis_up = lock.acquire()
     except RedisError:
         redis_up = False  # no sweep runs either
     try:
