@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -71,6 +72,13 @@ def running(args: list[str], log_path: Path) -> Iterator[ServingProcess]:
         yield server
     finally:
         assert server.stop() == 0, server.log()[-2000:]
+
+
+def free_port() -> int:
+    """A port nothing listens on now: for a process that must come back at the same address."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:

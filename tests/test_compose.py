@@ -18,7 +18,6 @@ import importlib.util
 import json
 import re
 import shlex
-import socket
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -37,6 +36,7 @@ from rq import SimpleWorker
 from sqlalchemy.engine import make_url
 
 from core.settings import ROOT, Settings
+from tests.serving_process import free_port
 from tests.web_fixtures import REDIS
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -679,7 +679,3 @@ def test_worker_healthcheck_needs_a_registered_worker_here(
     assert check.main(["worker"]) == 1  # Redis down
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

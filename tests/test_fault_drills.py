@@ -22,7 +22,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -41,7 +40,7 @@ from sqlalchemy import select
 from core.db import Database, Prediction
 from core.settings import ROOT
 from tests.conftest import SHAPES, draw_photo
-from tests.serving_process import ServingProcess, wait_until
+from tests.serving_process import ServingProcess, free_port, wait_until
 from tests.web_fixtures import csrf_token, run_worker
 
 KINDS = sorted(SHAPES)
@@ -165,11 +164,6 @@ class Published:
 
 
 # -- processes -------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Workers:

@@ -23,12 +23,7 @@ import requests
 from core import launch
 from core.settings import ROOT, Settings
 from tests.conftest import draw_photo
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.serving_process import free_port
 
 
 def listening(port: int) -> bool:
