@@ -207,7 +207,7 @@ def table_rows(page: Page, selector: str) -> list[list[str]]:
 
 
 def test_an_uploaded_photo_shows_its_label_and_model_version(
-        visit: Visit, worker_process, trained, tmp_path: Path):
+        visit: Visit, request: pytest.FixtureRequest, trained, tmp_path: Path):
     from playwright.sync_api import expect
 
     page = visit.page
@@ -223,9 +223,12 @@ def test_an_uploaded_photo_shows_its_label_and_model_version(
     page.get_by_role("button", name="Classify").click()
     page.wait_for_url(re.compile(r"/p/[^/]+$"))
     expect(page.get_by_role("heading", name=picture.name)).to_be_visible()
+    # No worker runs yet, so the page waits; poll.js's reload cannot land mid-screenshot.
+    expect(page.locator("#waiting")).to_be_visible()
     visit.check("result-page")
 
     # poll.js long-polls the API and reloads the page when the worker is done.
+    request.getfixturevalue("worker_process")
     expect(page.locator("#label")).to_contain_text("circle", timeout=RESULT_TIMEOUT_MS)
     expect(page).to_have_title(re.compile(rf"^circle · {re.escape(picture.name)}"))
     expect(page.get_by_text(re.compile(rf"Model version {trained.version} · answered in"))
