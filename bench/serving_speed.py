@@ -28,8 +28,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from core.serving_client import ServingClient  # noqa: E402
 from core.settings import ROOT, get_settings  # noqa: E402
-from serving.client import ServingClient  # noqa: E402
 from trainer.export import versions  # noqa: E402
 
 LISTENING = re.compile(r"Serving the REST API at http://127\.0\.0\.1:(\d+)")

@@ -37,8 +37,8 @@ import requests
 from redis import Redis
 from serving_speed import photos, start_server
 
+from core.serving_client import ServingClient
 from core.settings import ROOT, get_settings
-from serving.client import ServingClient
 
 BIN = Path(sys.executable).parent
 

@@ -38,6 +38,8 @@ from sqlalchemy.orm import (
     sessionmaker,
 )
 
+from core.lifecycle.status import Status
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
@@ -46,13 +48,6 @@ def utcnow() -> datetime:
 def new_id() -> str:
     """Unguessable ids: a prediction's URL is all it takes to read it."""
     return secrets.token_hex(12)
-
-
-class Status(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
 
 
 class Source(StrEnum):

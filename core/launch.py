@@ -29,18 +29,14 @@ from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from core.settings import ROOT, Settings, SettingsError, get_settings
 
 PROCFILE = ROOT / "Procfile"
-DEFAULT_PORT = 8000
 SERVING_CONFIGS = ROOT / "serving"
-#: Where the embedded Redis keeps its append-only file between runs.
-REDIS_DIR = Path(os.environ.get("REDIS_DATA_DIR") or ROOT / "var" / "redis")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.launch",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("process", nargs="?", choices=["all", "serving", "redis"], default="all")
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS") or 2),
-                        help="RQ workers to run (WORKERS; default 2)")
+    parser.add_argument("--workers", type=int, help="RQ workers to run (default: WORKERS, 2)")
     args = parser.parse_args(argv)
     os.chdir(ROOT)  # gunicorn reads gunicorn.conf.py from the working directory
     try:
@@ -48,12 +44,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.process == "serving":
             return _exec(serving_argv(settings))
         if args.process == "redis":
-            return _exec(redis_argv(settings.redis_url))
-        port = os.environ.get("PORT") or str(DEFAULT_PORT)
-        argv = honcho_argv(settings, args.workers, port)
-        os.environ["PORT"] = port
-        # The Procfile names bare commands: this virtualenv's come first.
-        os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+            return _exec(redis_argv(settings))
+        argv = honcho_argv(settings, args.workers or settings.workers)
+        # honcho hands the first process (the site) this PORT; the Procfile runs
+        # this virtualenv's Python.
+        os.environ["PORT"] = web_port(settings)
+        os.environ["PYTHON"] = sys.executable
         return _exec(argv)
     except (SettingsError, LaunchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -64,26 +60,29 @@ class LaunchError(RuntimeError):
     """Something make run cannot start with, in words the user can act on."""
 
 
-def honcho_argv(settings: Settings, workers: int, port: str) -> list[str]:
+def honcho_argv(settings: Settings, workers: int) -> list[str]:
     """honcho on the Procfile; the site first, so honcho gives it PORT itself."""
     processes = ["web", "worker", "serving"]
     embedded_redis = not redis_answers(settings.redis_url)
     if embedded_redis:
-        redis_argv(settings.redis_url)  # fails here, before anything starts, if it cannot
+        redis_argv(settings)  # fails here, before anything starts, if it cannot
         processes.append("redis")
-    print(banner(settings, port, embedded_redis), flush=True)
+    print(banner(settings, embedded_redis), flush=True)
     # --env: not the .env beside docker-compose.yml, which holds the stack's settings.
     return [str(Path(sys.executable).parent / "honcho"), "start", "--procfile", str(PROCFILE),
             "--app-root", str(ROOT), "--env", os.devnull,
             "--concurrency", f"worker={workers}", *processes]
 
 
-def banner(settings: Settings, port: str, embedded_redis: bool) -> str:
-    web_bind = os.environ.get("WEB_BIND") or f"127.0.0.1:{port}"
-    redis = (f"an embedded redis-server, its data in {_shown(REDIS_DIR)}" if embedded_redis
-             else "the one already running")
+def web_port(settings: Settings) -> str:
+    return settings.web_bind.rsplit(":", 1)[-1]
+
+
+def banner(settings: Settings, embedded_redis: bool) -> str:
+    redis = (f"an embedded redis-server, its data in {_shown(settings.redis_data_dir)}"
+             if embedded_redis else "the one already running")
     return "\n".join([
-        f"The site:   http://{web_bind}/   (Ctrl-C stops everything)",
+        f"The site:   http://{settings.web_bind}/   (Ctrl-C stops everything)",
         f"Serving:    {settings.serving_url}/v1/models/{settings.model_name}",
         f"Redis:      {settings.redis_url}, {redis}",
         f"Database:   {settings.database_url}",
@@ -109,17 +108,17 @@ def serving_argv(settings: Settings) -> list[str]:
             "--monitoring_config_file", str(SERVING_CONFIGS / "monitoring.config")]
 
 
-def redis_argv(redis_url: str) -> list[str]:
+def redis_argv(settings: Settings) -> list[str]:
     """redis-server on REDIS_URL's port, persisting to an append-only file."""
-    host, port = _address(redis_url, 6379)
+    host, port = _address(settings.redis_url, 6379)
     if host not in ("127.0.0.1", "localhost", "::1"):
-        raise LaunchError(f"no Redis answers at {redis_url}, and an embedded one can only "
-                          "run on this machine: start that Redis, or unset REDIS_URL")
-    REDIS_DIR.mkdir(parents=True, exist_ok=True)
+        raise LaunchError(f"no Redis answers at {settings.redis_url}, and an embedded one can "
+                          "only run on this machine: start that Redis, or unset REDIS_URL")
+    settings.redis_data_dir.mkdir(parents=True, exist_ok=True)
     bind = "127.0.0.1" if host == "localhost" else host  # redis-server binds addresses
     return [redis_server(), "--bind", bind, "--port", str(port),
-            "--dir", str(REDIS_DIR), "--appendonly", "yes", "--appendfsync", "everysec",
-            "--save", "", "--daemonize", "no"]
+            "--dir", str(settings.redis_data_dir), "--appendonly", "yes",
+            "--appendfsync", "everysec", "--save", "", "--daemonize", "no"]
 
 
 def redis_server() -> str:

@@ -9,7 +9,7 @@ refuses to start on the development secret.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 #: The repository's root: relative defaults are resolved against it, not the
@@ -59,14 +59,14 @@ class Settings:
     database_url: str
     #: Uploaded images, stored by content hash.
     upload_dir: Path
-    secret_key: str
+    secret_key: str = field(repr=False)
     #: "production" turns on secure cookies and refuses a development secret.
     app_env: str
     #: Reverse proxies in front of the site (0: none); their X-Forwarded-For is
     #: then trusted, so rate limits count clients, not the proxy.
     trusted_proxies: int
     #: One image's largest size; bigger uploads get 413.
-    max_image_bytes: int
+    max_image_file_bytes: int
     #: A whole request's largest size (a batch of files or a .zip).
     max_request_bytes: int
     #: Width x height above which an image is refused (a decompression bomb guard).
@@ -81,6 +81,20 @@ class Settings:
     job_timeout: int
     #: Images a batch job sends to Serving in one predict call.
     chunk_size: int
+    #: The site's address: 127.0.0.1:PORT unless WEB_BIND says otherwise
+    #: (0.0.0.0:8000 in a container).
+    web_bind: str
+    #: gunicorn's processes, and threads in each (a long poll holds a thread).
+    web_workers: int
+    web_threads: int
+    #: RQ workers `make run` starts.
+    workers: int
+    #: Where make run's embedded Redis keeps its append-only file.
+    redis_data_dir: Path
+    #: With both set, `db upgrade` makes this first administrator if there is none;
+    #: ADMIN_PASSWORD alone is create-admin's password, not asked for.
+    admin_username: str | None
+    admin_password: str | None = field(repr=False)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -98,7 +112,7 @@ class Settings:
             secret_key=os.environ.get("SECRET_KEY") or DEV_SECRET_KEY,
             app_env=(os.environ.get("APP_ENV") or "development").lower(),
             trusted_proxies=_int("TRUSTED_PROXIES", 0, minimum=0),
-            max_image_bytes=_int("MAX_IMAGE_BYTES", 10 * 2**20),
+            max_image_file_bytes=_int("MAX_IMAGE_BYTES", 10 * 2**20),
             max_request_bytes=_int("MAX_REQUEST_BYTES", 200 * 2**20),
             max_image_pixels=_int("MAX_IMAGE_PIXELS", 40_000_000),
             max_batch_images=_int("MAX_BATCH_IMAGES", 2000),
@@ -106,6 +120,13 @@ class Settings:
             job_retries=_int("JOB_RETRIES", 5, minimum=0),
             job_timeout=_int("JOB_TIMEOUT", 120),
             chunk_size=_int("CHUNK_SIZE", 16),
+            web_bind=os.environ.get("WEB_BIND") or f"127.0.0.1:{_int('PORT', 8000)}",
+            web_workers=_int("WEB_WORKERS", 2),
+            web_threads=_int("WEB_THREADS", 16),
+            workers=_int("WORKERS", 2),
+            redis_data_dir=_path("REDIS_DATA_DIR", str(var / "redis")),
+            admin_username=os.environ.get("ADMIN_USERNAME") or None,
+            admin_password=os.environ.get("ADMIN_PASSWORD") or None,
         )
         settings.check()
         return settings

@@ -40,10 +40,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(test_config)
     app.json.sort_keys = False  # keep documents in the order they are written
 
-    from frontend import admin, api, commands, errors, extensions, public
-    from frontend.services import Services
+    from frontend import admin, api, commands, errors, extensions, public, services
 
-    app.extensions["classifier"] = Services.from_settings(settings)
+    services.init_app(app, settings)
     extensions.init_app(app)
     errors.init_app(app)
     commands.init_app(app)

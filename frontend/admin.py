@@ -36,14 +36,16 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegis
 from sqlalchemy import select
 from werkzeug.security import check_password_hash
 
-from core.db import Prediction, Status, User, utcnow
+from core.contract import version_folders
+from core.db import Prediction, User, utcnow
+from core.lifecycle.requeue import retry_failed as requeue_failed
+from core.lifecycle.status import Status
+from core.serving_client import ServingClient, ServingRequestError
 from frontend import queries
-from frontend import records as recs
 from frontend.extensions import Admin, limiter, login_manager
 from frontend.forms import LoginForm, LogoutForm, RetryForm, ReviewForm
 from frontend.records import csv_cell, prediction_json
 from frontend.services import services
-from serving.client import ServingClient, ServingRequestError
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -168,7 +170,7 @@ def retry(prediction_id: str):
         abort(400, "the retry form expired; reload the page")
     if p.status != Status.FAILED:
         abort(409, f"only failed records can be retried; this one is {p.status}")
-    if recs.retry(services(), [prediction_id]):
+    if requeue_failed(services(), [prediction_id]):
         flash("queued again")
     return redirect(url_for("admin.record", prediction_id=prediction_id), 303)
 
@@ -184,7 +186,7 @@ def retry_failed():
         with services().db.session() as db:
             ids = list(db.scalars(dataclasses.replace(flt, status=Status.FAILED)
                                   .apply(select(Prediction.id))))
-        count = recs.retry(services(), ids)
+        count = requeue_failed(services(), ids)
     flash(f"{count} failed record{'s' if count != 1 else ''} queued again")
     return redirect(url_for("admin.records", **flt.query_args()), 303)
 
@@ -315,11 +317,11 @@ def _reports_dir():
 def _reports() -> dict[int, dict]:
     found = {}
     root = _reports_dir()
-    for folder in root.iterdir() if root.is_dir() else []:
+    for version, folder in version_folders(root).items():
         metrics = folder / "metrics.json"
-        if folder.name.isdigit() and metrics.is_file():
+        if metrics.is_file():
             try:
-                found[int(folder.name)] = json.loads(metrics.read_text())
+                found[version] = json.loads(metrics.read_text())
             except (OSError, ValueError):
                 continue
     return found

@@ -13,11 +13,11 @@ from typing import Any
 from flask import Blueprint, Response, abort, jsonify, request, url_for
 
 from core.db import Source
+from core.serving_client import ServingClient, ServingRequestError
 from frontend import records
 from frontend.openapi import document
-from frontend.services import services
+from frontend.services import limits, services
 from frontend.uploads import UploadError, display_name, unzip
-from serving.client import ServingClient, ServingRequestError
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -30,8 +30,8 @@ def create_prediction():
     upload = request.files.get("image")
     if upload is None:
         raise UploadError("send the image as the multipart/form-data file field 'image'")
-    prediction = records.submit_image(services(), data=upload.read(), filename=upload.filename,
-                                      source=Source.API, visitor=None)
+    prediction = records.submit_image(services(), limits(), data=upload.read(),
+                                      filename=upload.filename, source=Source.API, visitor=None)
     url = url_for("api.read_prediction", prediction_id=prediction.id)
     body = records.prediction_json(prediction) | {
         "url": url, "page_url": url_for("public.result", prediction_id=prediction.id)}
@@ -54,7 +54,7 @@ def create_batch():
     if not files:
         raise UploadError("send images as file fields 'images', or a .zip as the field 'archive'")
     archive = request.files.get("archive")
-    batch = records.submit_batch(services(), files=files, source=Source.API, visitor=None,
+    batch = records.submit_batch(services(), limits(), files=files, source=Source.API, visitor=None,
                                  name=display_name(archive.filename) if archive else None)
     url = url_for("api.read_batch", batch_id=batch.id)
     body = records.batch_json(services(), batch) | {
@@ -64,11 +64,10 @@ def create_batch():
 
 def _batch_files() -> list[tuple[str | None, bytes | UploadError]]:
     """Files from 'images' fields and from a .zip in 'archive' (the page sends both ways)."""
-    svc = services()
     files: list[tuple[str | None, bytes | UploadError]] = [
         (f.filename, f.read()) for f in request.files.getlist("images")]
     for archive in request.files.getlist("archive"):
-        files += unzip(archive.read(), archive.filename, svc.limits)
+        files += unzip(archive.read(), archive.filename, limits())
     # A browser form with no file chosen sends one nameless, empty part.
     return [(name, data) for name, data in files if name or data]
 

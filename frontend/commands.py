@@ -5,8 +5,6 @@ and it would add a quarter of a second to every start."""
 
 from __future__ import annotations
 
-import os
-
 import click
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
@@ -28,10 +26,10 @@ def upgrade(revision: str) -> None:
     also make that first administrator if there is none yet."""
     from core import migrate
 
-    url = services().settings.database_url
-    migrate.upgrade(url, revision)
-    click.echo(f"database at revision {migrate.current(url)}")
-    name, password = os.environ.get("ADMIN_USERNAME"), os.environ.get("ADMIN_PASSWORD")
+    settings = services().settings
+    migrate.upgrade(settings.database_url, revision)
+    click.echo(f"database at revision {migrate.current(settings.database_url)}")
+    name, password = settings.admin_username, settings.admin_password
     if name and password:
         with services().db.session() as db:
             if not db.scalar(select(func.count()).select_from(User)):
@@ -62,7 +60,7 @@ def revision(message: str) -> None:
 @click.option("--reset", is_flag=True, help="set a new password for an existing administrator")
 def create_admin(username: str, reset: bool) -> None:
     """Make an administrator; the password is asked for, or taken from ADMIN_PASSWORD."""
-    password = os.environ.get("ADMIN_PASSWORD") or click.prompt(
+    password = services().settings.admin_password or click.prompt(
         "Password", hide_input=True, confirmation_prompt=True)
     _add_admin(username, password, reset=reset)
 

@@ -20,7 +20,7 @@ from sqlalchemy import text
 
 from core.db import Source
 from frontend import records
-from frontend.services import services
+from frontend.services import limits, services
 from frontend.thumbnails import thumbnail
 from frontend.uploads import MIMETYPES, UploadError, display_name, unzip
 
@@ -37,7 +37,7 @@ def visitor() -> str:
 
 @bp.get("/")
 def index():
-    return render_template("index.html", limits=services().limits)
+    return render_template("index.html", limits=limits())
 
 
 @bp.post("/upload")
@@ -47,21 +47,22 @@ def upload():
     archives = [f for f in request.files.getlist("archive") if f.filename]
     try:
         if len(images) == 1 and not archives:
-            prediction = records.submit_image(svc, data=images[0].read(),
+            prediction = records.submit_image(svc, limits(), data=images[0].read(),
                                               filename=images[0].filename,
                                               source=Source.PAGE, visitor=visitor())
             return redirect(url_for("public.result", prediction_id=prediction.id), 303)
         files: list[tuple[str | None, bytes | UploadError]] = [
             (f.filename, f.read()) for f in images]
         for archive in archives:
-            files += unzip(archive.read(), archive.filename, svc.limits)
+            files += unzip(archive.read(), archive.filename, limits())
         if not files:
             raise UploadError("choose one or more images (or a .zip of them) first")
-        batch = records.submit_batch(svc, files=files, source=Source.PAGE, visitor=visitor(),
+        batch = records.submit_batch(svc, limits(), files=files, source=Source.PAGE,
+                                     visitor=visitor(),
                                      name=display_name(archives[0].filename) if archives
                                      else None)
     except UploadError as exc:
-        return render_template("index.html", limits=svc.limits, error=exc.message), exc.status
+        return render_template("index.html", limits=limits(), error=exc.message), exc.status
     return redirect(url_for("public.batch", batch_id=batch.id), 303)
 
 

@@ -14,7 +14,9 @@ from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 
-from core.db import Prediction, Status
+from core.contract import MAX_VERSION
+from core.db import Prediction
+from core.lifecycle.status import Status
 
 PAGE_SIZE = 50
 BINS = 10
@@ -64,7 +66,7 @@ class RecordFilter:
 
         return cls(label=text("label"), status=text("status", tuple(Status)),
                    source=text("source", ("page", "api", "batch")),
-                   model_version=number("model_version", int, 0, 2**63 - 1),
+                   model_version=number("model_version", int, 0, MAX_VERSION),
                    date_from=day("date_from"), date_to=day("date_to"),
                    below=number("below", float, 0.0, 1.0),
                    reviewed=text("reviewed", ("yes", "no", "right", "wrong")))

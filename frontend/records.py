@@ -2,13 +2,13 @@
 
 Every route (page, API, batch) comes through here, so an upload is always
 checked before anything is stored, stored by content hash, recorded as
-queued and committed, and only then enqueued. If Redis is down the record
-simply stays queued: the workers' sweeper enqueues it once Redis is back.
+queued and committed, and only then enqueued (core/lifecycle). If Redis is
+down the record simply stays queued: the workers' sweep enqueues it once
+Redis is back.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import threading
@@ -18,27 +18,25 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from redis import RedisError
-from redis.exceptions import LockError
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
-from core.db import Batch, Prediction, Source, Status, new_id
-from frontend.services import Services
-from frontend.uploads import CheckedImage, UploadError, check_image
-from worker import jobs
-from worker.sweeper import LOCK as SWEEP_LOCK
+from core.db import Batch, Prediction, Source, new_id
+from core.lifecycle import jobs
+from core.lifecycle.connections import Connections
+from core.lifecycle.status import FINISHED, Status
+from frontend.uploads import CheckedImage, Limits, UploadError, check_image
 
 log = logging.getLogger(__name__)
 
-FINISHED = (Status.DONE, Status.FAILED)
 #: Long polls one process holds at once; past this they answer at once, so
 #: waiting pages never take every thread from uploads (gunicorn.conf.py: 16).
 MAX_WAITERS = 8
 _waiters = threading.BoundedSemaphore(MAX_WAITERS)
 
 
-def submit_image(svc: Services, *, data: bytes, filename: str | None, source: Source,
-                 visitor: str | None) -> Prediction:
-    prediction = _record(svc, check_image(data, filename, svc.limits), source=source,
+def submit_image(svc: Connections, limits: Limits, *, data: bytes, filename: str | None,
+                 source: Source, visitor: str | None) -> Prediction:
+    prediction = _record(svc, check_image(data, filename, limits), source=source,
                          visitor=visitor)
     prediction.job_id = jobs.job_id([prediction.id])
     with svc.db.session() as session:
@@ -47,15 +45,16 @@ def submit_image(svc: Services, *, data: bytes, filename: str | None, source: So
     return prediction
 
 
-def submit_batch(svc: Services, *, files: Iterable[tuple[str | None, bytes | UploadError]],
-                 source: Source, visitor: str | None, name: str | None = None) -> Batch:
+def submit_batch(svc: Connections, limits: Limits, *,
+                 files: Iterable[tuple[str | None, bytes | UploadError]], source: Source,
+                 visitor: str | None, name: str | None = None) -> Batch:
     """Stores the images among the files; the others (and those refused already,
     given as their UploadError) are listed as rejected. Raises UploadError,
     storing nothing, if none is an image."""
     files = list(files)
-    if len(files) > svc.settings.max_batch_images:
+    if len(files) > limits.batch_images:
         raise UploadError(f"{len(files)} files; a batch holds at most "
-                          f"{svc.settings.max_batch_images}", 413)
+                          f"{limits.batch_images}", 413)
     accepted: list[CheckedImage] = []
     rejected: list[dict[str, str]] = []
     errors: list[UploadError] = []
@@ -63,7 +62,7 @@ def submit_batch(svc: Services, *, files: Iterable[tuple[str | None, bytes | Upl
         try:
             if isinstance(data, UploadError):
                 raise data
-            accepted.append(check_image(data, filename, svc.limits))
+            accepted.append(check_image(data, filename, limits))
         except UploadError as exc:
             errors.append(exc)
             rejected.append({"name": filename or "upload", "error": exc.message})
@@ -89,11 +88,11 @@ def submit_batch(svc: Services, *, files: Iterable[tuple[str | None, bytes | Upl
         session.add_all(predictions)
     for chunk in chunks:
         if not _enqueue(svc, chunk):
-            break  # Redis is down: the sweeper enqueues the rest
+            break  # Redis is down: the sweep enqueues the rest
     return batch
 
 
-def _record(svc: Services, image: CheckedImage, *, source: Source, visitor: str | None,
+def _record(svc: Connections, image: CheckedImage, *, source: Source, visitor: str | None,
             batch_id: str | None = None) -> Prediction:
     """Stores the image and makes its record (not yet added to a session)."""
     sha256 = svc.store.put(image.data, image.extension)
@@ -104,66 +103,21 @@ def _record(svc: Services, image: CheckedImage, *, source: Source, visitor: str 
     return prediction
 
 
-def _enqueue(svc: Services, ids: Sequence[str]) -> bool:
+def _enqueue(svc: Connections, ids: Sequence[str]) -> bool:
     try:
         jobs.enqueue(svc.queue, svc.settings, ids)
         return True
     except RedisError as exc:
-        log.warning("Redis is unreachable (%s); %d record(s) wait for the sweeper", exc, len(ids))
+        log.warning("Redis is unreachable (%s); %d record(s) wait for the sweep", exc, len(ids))
         return False
 
 
-def retry(svc: Services, ids: Sequence[str]) -> int:
-    """Queues failed records again, with a fresh retry budget; returns how many.
-
-    Each chunk is claimed with a guarded update (still failed), so two
-    administrators retrying at once queue a record once. The sweeper's lock is
-    held meanwhile: a sweep between the claim and the enqueue would take the
-    new job for a lost one and queue the records a second time. As with
-    uploads, a Redis outage leaves the records queued for the sweeper."""
-    count = 0
-    lock = svc.queue.connection.lock(SWEEP_LOCK, timeout=120, blocking_timeout=15)
-    try:
-        # Not acquired in 15 s (a long sweep): the claimed records are left queued,
-        # and the sweeper, finding no live job for them, enqueues them itself.
-        redis_up = lock.acquire()
-    except RedisError:
-        redis_up = False  # no sweep runs either
-    try:
-        for chunk in jobs.chunks(list(ids), svc.settings.chunk_size):
-            claimed = _claim_failed(svc, chunk)
-            count += len(claimed)
-            if claimed and redis_up:
-                with contextlib.suppress(RedisError):  # _enqueue below logs the outage
-                    jobs.forget(svc.queue, jobs.job_id(claimed))
-                redis_up = _enqueue(svc, claimed)
-    finally:
-        with contextlib.suppress(RedisError, LockError):
-            lock.release()
-    return count
-
-
-def _claim_failed(svc: Services, chunk: list[str]) -> list[str]:
-    with svc.db.session() as session:
-        claimed = session.scalars(
-            update(Prediction)
-            .where(Prediction.id.in_(chunk), Prediction.status == Status.FAILED)
-            .values(status=Status.QUEUED, error=None, attempts=0, started_at=None,
-                    finished_at=None)
-            .returning(Prediction.id)).all()
-        claimed = sorted(claimed, key=chunk.index)
-        if claimed:
-            session.execute(update(Prediction).where(Prediction.id.in_(claimed))
-                            .values(job_id=jobs.job_id(claimed)))
-    return claimed
-
-
-def get_prediction(svc: Services, prediction_id: str) -> Prediction | None:
+def get_prediction(svc: Connections, prediction_id: str) -> Prediction | None:
     with svc.db.session() as session:
         return session.get(Prediction, prediction_id)
 
 
-def wait_for(svc: Services, prediction_id: str, timeout: float) -> Prediction | None:
+def wait_for(svc: Connections, prediction_id: str, timeout: float) -> Prediction | None:
     """The record once finished, or as it is after `timeout` seconds (a long poll).
     Workers publish on the record's channel; subscribing before the first read
     means a result written in between is not missed."""
@@ -178,7 +132,7 @@ def wait_for(svc: Services, prediction_id: str, timeout: float) -> Prediction | 
         _waiters.release()
 
 
-def _wait(svc: Services, prediction: Prediction, timeout: float) -> Prediction:
+def _wait(svc: Connections, prediction: Prediction, timeout: float) -> Prediction:
     prediction_id = prediction.id
     deadline = time.monotonic() + timeout
     try:
@@ -210,18 +164,18 @@ def prediction_json(p: Prediction) -> dict[str, Any]:
     return body
 
 
-def get_batch(svc: Services, batch_id: str) -> Batch | None:
+def get_batch(svc: Connections, batch_id: str) -> Batch | None:
     with svc.db.session() as session:
         return session.get(Batch, batch_id)
 
 
-def batch_predictions(svc: Services, batch_id: str) -> list[Prediction]:
+def batch_predictions(svc: Connections, batch_id: str) -> list[Prediction]:
     with svc.db.session() as session:
         return list(session.scalars(select(Prediction).where(Prediction.batch_id == batch_id)
                                     .order_by(Prediction.created_at, Prediction.filename)))
 
 
-def batch_json(svc: Services, batch: Batch) -> dict[str, Any]:
+def batch_json(svc: Connections, batch: Batch) -> dict[str, Any]:
     with svc.db.session() as session:
         statuses = dict(session.execute(
             select(Prediction.status, func.count()).where(Prediction.batch_id == batch.id)
@@ -241,7 +195,7 @@ def batch_json(svc: Services, batch: Batch) -> dict[str, Any]:
     }
 
 
-def history(svc: Services, visitor: str | None, limit: int = 50) -> list[Prediction]:
+def history(svc: Connections, visitor: str | None, limit: int = 50) -> list[Prediction]:
     if not visitor:
         return []
     with svc.db.session() as session:

@@ -23,6 +23,8 @@ from pathlib import PurePosixPath
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from core.settings import Settings
+
 #: What Serving's tf.io.decode_image reads, with the file extension stored. MPO
 #: is a camera JPEG carrying a second picture: a JPEG to any decoder.
 FORMATS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "GIF": "gif", "BMP": "bmp",
@@ -55,11 +57,16 @@ class UploadError(Exception):
 
 @dataclass(frozen=True)
 class Limits:
-    image_bytes: int
+    file_bytes: int
     pixels: int
     batch_images: int
     #: What a .zip may inflate to in all: a request's own limit.
     archive_bytes: int
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Limits:
+        return cls(file_bytes=s.max_image_file_bytes, pixels=s.max_image_pixels,
+                   batch_images=s.max_batch_images, archive_bytes=s.max_request_bytes)
 
 
 @dataclass(frozen=True)
@@ -134,8 +141,8 @@ def _orientation(image: Image.Image) -> int | None:
 
 
 def _check_size(name: str, size: int, limits: Limits) -> None:
-    if size > limits.image_bytes:
-        raise UploadError(f"{name}: {_mb(size)} is over the {_mb(limits.image_bytes)} limit "
+    if size > limits.file_bytes:
+        raise UploadError(f"{name}: {_mb(size)} is over the {_mb(limits.file_bytes)} limit "
                           "for one image", 413)
 
 
@@ -166,14 +173,14 @@ def unzip(data: bytes, filename: str | None,
     files: list[tuple[str, bytes | UploadError]] = []
     inflated = 0
     for member in members:
-        if member.file_size > limits.image_bytes:
+        if member.file_size > limits.file_bytes:
             files.append((member.filename, UploadError(
                 f"{display_name(member.filename)}: {_mb(member.file_size)} is over the "
-                f"{_mb(limits.image_bytes)} limit for one image", 413)))
+                f"{_mb(limits.file_bytes)} limit for one image", 413)))
             continue
         try:
             with archive.open(member) as stream:
-                content = stream.read(limits.image_bytes + 1)
+                content = stream.read(limits.file_bytes + 1)
         except (zipfile.BadZipFile, NotImplementedError, RuntimeError, zlib.error,
                 lzma.LZMAError, *DAMAGED) as exc:
             raise UploadError(f"{name}: cannot read {member.filename} ({exc})") from None

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from tensorflow_serving.config.model_server_config_pb2 import ModelConfig, ModelServerConfig
 
+from core.contract import version_folders
 from serving import versions
 from serving.batching import BatchQueue, BatchScheduler
 from serving.config import BatchingOptions
@@ -196,7 +197,7 @@ class ModelManager:
                 log.warning("Model %s: base path %s is not a readable folder", model.name,
                             model.base_path)
                 return
-            on_disk = versions.scan(model.base_path)
+            on_disk = version_folders(model.base_path)
             with model.lock:
                 if not model.retired:
                     self._converge(model, on_disk)

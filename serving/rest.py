@@ -23,6 +23,7 @@ from tensorflow_serving.apis.get_model_metadata_pb2 import GetModelMetadataRespo
 from tensorflow_serving.apis.get_model_status_pb2 import GetModelStatusResponse
 from werkzeug.exceptions import HTTPException
 
+from core.contract import version_number
 from serving import json_tensor
 from serving.errors import Code, ServingError, invalid_argument
 from serving.manager import ModelManager, VersionStatus
@@ -33,7 +34,6 @@ PREDICT_URL = re.compile(
     re.I)
 STATUS_URL = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:/versions/([0-9]+)|/labels/([^/:]+))?(?:/(metadata))?", re.I)
-MAX_VERSION = 2**63 - 1
 
 
 def create_app(manager: ModelManager, *, metrics_path: str | None = None,
@@ -108,9 +108,10 @@ def _dispatch(manager: ModelManager, record: dict[str, str]) -> dict[str, Any]:
 def _version(text: str | None) -> int | None:
     if not text:
         return None
-    if int(text) > MAX_VERSION:
+    number = version_number(text)
+    if number is None:
         raise invalid_argument(f"Failed to convert version: {text} to numeric.")
-    return int(text)
+    return number
 
 
 def _predict(manager: ModelManager, name: str, version: int | None, label: str | None,

@@ -18,14 +18,12 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
+from core.contract import SIGNATURE, WARMUP_FILE
 from serving.errors import Code, ServingError, invalid_argument
 
 log = logging.getLogger(__name__)
 
 SERVE_TAG = tf.saved_model.SERVING
-DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
-#: Where TF Serving looks for the requests it replays before serving a version.
-WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 
 
 @dataclass(frozen=True)
@@ -62,7 +60,7 @@ class Servable:
 
     def signature(self, name: str | None) -> str:
         """The signature a request names (default serving_default), if it exists."""
-        name = name or DEFAULT_SIGNATURE
+        name = name or SIGNATURE
         if name not in self._functions:
             raise invalid_argument(f'Serving signature name: "{name}" not found in signature def')
         return name
@@ -81,7 +79,7 @@ class Servable:
         return {key: value.numpy() for key, value in outputs.items()}
 
     def warm_up(self) -> int:
-        """Replay assets.extra/tf_serving_warmup_requests, as TF Serving does.
+        """Replay the version's warm-up requests (WARMUP_FILE), as TF Serving does.
 
         The trainer writes real requests there, so the first user request does
         not pay for graph and kernel set-up. Returns how many were replayed; any

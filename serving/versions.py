@@ -1,19 +1,16 @@
-"""Which version folders exist, and which of them a version policy wants served.
+"""Which of a model's version folders a version policy wants served, and when a
+folder has changed.
 
 Pure functions over the file system and TF Serving's ServableVersionPolicy, so
-the rules are testable without loading a model:
-
-- a version is a folder under the base path whose name is a number that fits
-  an int64 ("00000123" is version 123); anything else (reports/, .staging-*)
-  is ignored;
-- `latest {num_versions: N}` (the default, N=1) wants the N highest,
-  `all` every one, `specific {versions: ...}` those listed that exist.
+the rules are testable without loading a model. Which folders are versions is
+the model contract's rule (core/contract.py); of those,
+`latest {num_versions: N}` (the default, N=1) wants the N highest, `all`
+every one, `specific {versions: ...}` those listed that exist.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -23,21 +20,6 @@ from tensorflow_serving.config.file_system_storage_path_source_pb2 import (
 
 VersionPolicy = FileSystemStoragePathSourceConfig.ServableVersionPolicy
 Fingerprint = tuple[tuple[str, int, int], ...]
-MAX_VERSION = 2**63 - 1
-_NUMBER = re.compile(r"[0-9]+")  # ASCII only: "²".isdigit() is True
-
-
-def scan(base_path: Path) -> dict[int, Path]:
-    """Version number -> folder. A missing base path has no versions (yet)."""
-    try:
-        entries = list(os.scandir(base_path))
-    except OSError:
-        return {}
-    found: dict[int, Path] = {}
-    for entry in entries:
-        if _NUMBER.fullmatch(entry.name) and int(entry.name) <= MAX_VERSION and entry.is_dir():
-            found[int(entry.name)] = Path(entry.path)
-    return found
 
 
 def fingerprint(version_dir: Path) -> Fingerprint:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from serving.client import ServingClient, ServingRequestError
+from core.serving_client import ServingClient, ServingRequestError
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"Serving the REST API at http://127\.0\.0\.1:(\d+)")

@@ -312,7 +312,7 @@ def site(request, env, monkeypatch, tmp_path) -> Site:
         monkeypatch.setenv(key, str(value))
     app = request.getfixturevalue("app")
     settings = app.extensions["classifier"].settings
-    assert (settings.max_image_bytes, settings.max_request_bytes, settings.max_image_pixels,
+    assert (settings.max_image_file_bytes, settings.max_request_bytes, settings.max_image_pixels,
             settings.max_batch_images) == tuple(LIMITS.values()), "the app was made first"
     assert app.config["MAX_CONTENT_LENGTH"] == LIMITS["MAX_REQUEST_BYTES"]
     site = Site(app, request.getfixturevalue("client"), env, tmp_path)

@@ -149,7 +149,7 @@ def settings_with(**values: str) -> Settings:
 
 def test_launch_starts_no_redis_when_one_answers(redis_url: str, capsys):
     settings = settings_with(REDIS_URL=redis_url)
-    argv = launch.honcho_argv(settings, workers=3, port="8000")
+    argv = launch.honcho_argv(settings, workers=3)
     assert argv[-3:] == ["web", "worker", "serving"]
     assert "worker=3" in argv
     assert "the one already running" in capsys.readouterr().out
@@ -157,18 +157,18 @@ def test_launch_starts_no_redis_when_one_answers(redis_url: str, capsys):
 
 def test_launch_adds_embedded_redis_when_none_answers(capsys):
     settings = settings_with(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
-    argv = launch.honcho_argv(settings, workers=1, port="8000")
+    argv = launch.honcho_argv(settings, workers=1)
     assert argv[-4:] == ["web", "worker", "serving", "redis"]
     assert "embedded redis-server" in capsys.readouterr().out
 
 
 def test_launch_refuses_to_embed_redis_for_another_host():
     with pytest.raises(launch.LaunchError, match="only run on this machine"):
-        launch.redis_argv("redis://redis.example.internal:6379/0")
+        launch.redis_argv(settings_with(REDIS_URL="redis://redis.example.internal:6379/0"))
 
 
 def test_embedded_redis_persists_to_an_append_only_file():
-    argv = launch.redis_argv("redis://127.0.0.1:6390/0")
+    argv = launch.redis_argv(settings_with(REDIS_URL="redis://127.0.0.1:6390/0"))
     assert Path(argv[0]).name == "redis-server"
     assert argv[argv.index("--port") + 1] == "6390"
     assert argv[argv.index("--appendonly") + 1] == "yes"

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from serving.client import ServingClient, ServingRequestError
+from core.serving_client import ServingClient, ServingRequestError
 
 
 class Scripted(BaseHTTPRequestHandler):
@@ -110,7 +110,7 @@ def test_urls_name_versions_and_labels_as_tf_serving_does():
 
 
 def test_importing_the_client_does_not_import_tensorflow():
-    code = "import sys, serving.client; print('tensorflow' in sys.modules)"
+    code = "import sys, core.serving_client; print('tensorflow' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, timeout=60)
     assert result.stdout.strip() == "False"

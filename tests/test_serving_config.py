@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from google.protobuf import text_format
 
+from core.contract import version_folders
 from serving import config, versions
 from serving.errors import ConfigError
 
@@ -108,8 +109,8 @@ def test_only_numbered_folders_are_versions(tmp_path: Path):
     for name in ("00000123", "7", "reports", ".staging-8-99", "v9", "²", "9" * 20):
         (tmp_path / name).mkdir()
     (tmp_path / "12").write_text("a file, not a folder")
-    assert versions.scan(tmp_path) == {123: tmp_path / "00000123", 7: tmp_path / "7"}
-    assert versions.scan(tmp_path / "missing") == {}
+    assert version_folders(tmp_path) == {123: tmp_path / "00000123", 7: tmp_path / "7"}
+    assert version_folders(tmp_path / "missing") == {}
 
 
 def test_fingerprint_changes_when_a_copy_completes(tmp_path: Path):

@@ -12,8 +12,8 @@ import pytest
 import requests
 from PIL import Image
 
+from core.serving_client import ServingClient, ServingRequestError
 from core.settings import get_settings
-from serving.client import ServingClient, ServingRequestError
 from tests.serving_process import ServingProcess, available_versions, wait_until
 from trainer import export
 

@@ -16,7 +16,7 @@ import pytest
 import requests
 import tensorflow as tf
 
-from serving.client import ServingClient, ServingRequestError
+from core.serving_client import ServingClient, ServingRequestError
 from tests.serving_process import available_versions, running, wait_until
 
 POLL_SECONDS = 1.0

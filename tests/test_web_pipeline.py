@@ -20,11 +20,12 @@ from rq.job import Job
 from sqlalchemy import select
 
 from core.db import Database, Prediction
+from core.lifecycle import jobs
+from core.lifecycle.connections import queue as rq_queue
 from core.settings import ROOT
 from tests.conftest import SHAPES, draw_photo
 from tests.serving_process import wait_until
 from tests.web_fixtures import run_worker
-from worker import jobs
 
 
 def photo_bytes(kind: str, seed: int = 0, fmt: str = "JPEG") -> bytes:
@@ -130,7 +131,7 @@ def test_a_job_that_runs_twice_writes_one_result(client, serving, env, redis_url
     created = upload(client, photo_bytes("triangle", 5))
     run_worker()
     first = record(env, created["id"])
-    queue = jobs.queue(_settings(), Redis.from_url(redis_url))
+    queue = rq_queue(_settings(), Redis.from_url(redis_url))
     queue.enqueue(jobs.TASK, [created["id"]], job_id="predict-again")  # as a retry would
     run_worker()
     again = record(env, created["id"])
@@ -233,7 +234,8 @@ def _settings():
 def test_the_sweeper_never_reopens_a_record_finished_while_it_ran(client, env, redis_url):
     from sqlalchemy import update
 
-    from core.db import Status
+    from core.lifecycle.requeue import claim, waiting_for
+    from core.lifecycle.status import Status
     from worker import sweeper
 
     created = upload(client, photo_bytes("circle", 3))
@@ -243,7 +245,7 @@ def test_the_sweeper_never_reopens_a_record_finished_while_it_ran(client, env, r
         with db.session() as session:  # its job finished it after the sweep read the rows
             session.execute(update(Prediction).where(Prediction.id == created["id"])
                             .values(status=Status.DONE, label="circle"))
-        assert sweeper._claim(db, [created["id"]], job_id) == []
+        assert claim(db, [created["id"]], waiting_for([created["id"]], job_id), {}) == []
         assert sweeper._fail(db, [created["id"]], job_id) == 0
     finally:
         db.dispose()
@@ -252,18 +254,20 @@ def test_the_sweeper_never_reopens_a_record_finished_while_it_ran(client, env, r
 
 
 def test_only_one_sweep_runs_at_a_time(env, redis_url):
+    from core.lifecycle.connections import Connections
+    from core.lifecycle.requeue import SWEEP_LOCK
     from core.settings import get_settings
     from worker import sweeper
 
     connection = Redis.from_url(redis_url)
-    held = connection.lock(sweeper.LOCK, timeout=60)
+    held = connection.lock(SWEEP_LOCK, timeout=60)
     assert held.acquire(blocking=False)
     try:
         swept = subprocess.run([sys.executable, "-m", "worker", "sweep", "--grace", "0"],
                                cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert "another sweep is running" in swept.stdout
-        db = Database(env["DATABASE_URL"])
-        assert sweeper.sweep(db, jobs.queue(get_settings(), connection), get_settings()) is None
-        db.dispose()
+        conns = Connections.from_settings(get_settings())
+        assert sweeper.sweep(conns) is None
+        conns.close()
     finally:
         held.release()

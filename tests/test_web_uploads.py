@@ -156,7 +156,7 @@ def small_limits(request, env, monkeypatch) -> dict[str, int]:
     for key, value in SMALL.items():
         monkeypatch.setenv(key, str(value))
     settings = services(request.getfixturevalue("app")).settings
-    assert settings.max_image_bytes == SMALL["MAX_IMAGE_BYTES"], "app made before small_limits"
+    assert settings.max_image_file_bytes == SMALL["MAX_IMAGE_BYTES"], "app made before small_limits"
     return SMALL
 
 

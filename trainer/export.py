@@ -24,12 +24,9 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-from serving.servable import WARMUP_FILE
+from core.contract import CLASSES, INPUT, SCORES, SIGNATURE, WARMUP_FILE, version_folders
 from trainer.errors import OutputError
 from trainer.images import IMAGE_SHAPE, decode_and_resize
-
-SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
-INPUT_NAME = "image_bytes"  # TF Serving's REST API base64-decodes inputs named *_bytes
 
 
 def ensure_writable(model_dir: Path) -> None:
@@ -46,10 +43,8 @@ def ensure_writable(model_dir: Path) -> None:
 
 
 def versions(model_dir: Path) -> list[int]:
-    """Version numbers present, as TF Serving reads them (numeric folder names)."""
-    if not model_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    """Version numbers present, as TF Serving reads them."""
+    return sorted(version_folders(model_dir))
 
 
 def reserve_version(model_dir: Path) -> tuple[int, Path]:
@@ -78,12 +73,12 @@ def serving_function(model: keras.Model, class_names: Sequence[str]):
     """
     classes = tf.constant(list(class_names))
 
-    def serve(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
-        images = tf.map_fn(decode_and_resize, image_bytes,
+    def serve(encoded: tf.Tensor) -> dict[str, tf.Tensor]:
+        images = tf.map_fn(decode_and_resize, encoded,
                            fn_output_signature=tf.TensorSpec(IMAGE_SHAPE, tf.float32))
         scores = model(images, training=False)
         batch = tf.shape(scores)[0]
-        return {"scores": scores, "classes": tf.tile(classes[tf.newaxis], [batch, 1])}
+        return {SCORES: scores, CLASSES: tf.tile(classes[tf.newaxis], [batch, 1])}
 
     return serve
 
@@ -94,7 +89,7 @@ def write_saved_model(model: keras.Model, class_names: Sequence[str], path: Path
     archive.add_endpoint(
         name=SIGNATURE,
         fn=serving_function(model, class_names),
-        input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)],
+        input_signature=[tf.TensorSpec([None], tf.string, name=INPUT)],
     )
     archive.write_out(str(path), verbose=False)
 
@@ -118,7 +113,7 @@ def write_warmup_requests(saved_model_dir: Path, model_name: str,
             request = predict_pb2.PredictRequest()
             request.model_spec.name = model_name
             request.model_spec.signature_name = SIGNATURE
-            request.inputs[INPUT_NAME].CopyFrom(tf.make_tensor_proto(batch, dtype=tf.string))
+            request.inputs[INPUT].CopyFrom(tf.make_tensor_proto(batch, dtype=tf.string))
             entry = prediction_log_pb2.PredictionLog()
             entry.predict_log.request.CopyFrom(request)
             writer.write(entry.SerializeToString())
@@ -130,9 +125,9 @@ def predict_bytes(saved_model_dir: Path, images: Sequence[bytes],
     serve = tf.saved_model.load(str(saved_model_dir)).signatures[SIGNATURE]
     scores, names = [], None
     for start in range(0, len(images), batch_size):
-        out = serve(**{INPUT_NAME: tf.constant(list(images[start:start + batch_size]))})
-        scores.append(out["scores"].numpy())
-        names = [c.decode() for c in out["classes"].numpy()[0]]
+        out = serve(**{INPUT: tf.constant(list(images[start:start + batch_size]))})
+        scores.append(out[SCORES].numpy())
+        names = [c.decode() for c in out[CLASSES].numpy()[0]]
     return np.concatenate(scores), names or []
 
 

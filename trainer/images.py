@@ -13,14 +13,14 @@ IMAGE_SIZE = 224
 IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 3)
 
 
-def decode_and_resize(image_bytes: tf.Tensor) -> tf.Tensor:
+def decode_and_resize(encoded: tf.Tensor) -> tf.Tensor:
     """Encoded JPEG/PNG/GIF/BMP/WebP bytes -> float32 [224, 224, 3] pixels in [0, 255].
 
     The whole picture is squeezed to the square rather than centre-cropped: a
     user's fruit is often off-centre, and cropping would cut it off. GIFs give
     their first frame. Antialiasing keeps large photos from aliasing when shrunk.
     """
-    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     image = tf.image.resize(image, (IMAGE_SIZE, IMAGE_SIZE), antialias=True)
     image = tf.clip_by_value(image, 0.0, 255.0)
     return tf.ensure_shape(image, IMAGE_SHAPE)

@@ -1,1 +1,1 @@
-"""RQ workers that call Serving and store results (issue 4)."""
+"""RQ workers: classify queued uploads through Serving and write the results."""

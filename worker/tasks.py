@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from types import TracebackType
 
 from redis import Redis, RedisError
@@ -21,17 +19,16 @@ from rq.job import Job
 from rq.timeouts import JobTimeoutException
 from sqlalchemy import func, select, update
 
-from core.db import Database, Prediction, Status, utcnow
-from core.settings import Settings, get_settings
-from core.storage import ImageStore
-from serving.client import Prediction as Answer
-from serving.client import ServingClient, ServingRequestError
-from worker.jobs import channel
+from core.db import Database, Prediction, utcnow
+from core.lifecycle.connections import Connections, for_this_process
+from core.lifecycle.jobs import channel
+from core.lifecycle.status import UNFINISHED, Status
+from core.serving_client import Prediction as Answer
+from core.serving_client import ServingClient, ServingRequestError
 
 log = logging.getLogger(__name__)
 
 TOP_K = 5
-UNFINISHED = (Status.QUEUED, Status.RUNNING)
 
 
 class ServingUnavailable(Exception):
@@ -41,36 +38,9 @@ class ServingUnavailable(Exception):
     exception (a database hiccup) is retried as well: it may pass too."""
 
 
-@dataclass
-class Resources:
-    settings: Settings
-    db: Database
-    store: ImageStore
-    client: ServingClient
-    redis: Redis
-
-
-_resources: tuple[int, Resources] | None = None
-
-
-def resources() -> Resources:
-    """This process's connections, made again after a fork (RQ forks a horse per job)."""
-    global _resources
-    if _resources is None or _resources[0] != os.getpid():
-        settings = get_settings()
-        _resources = (os.getpid(), Resources(
-            settings=settings,
-            db=Database(settings.database_url),
-            store=ImageStore(settings.upload_dir),
-            client=ServingClient(settings.serving_url, settings.model_name,
-                                 batch_size=settings.chunk_size),
-            redis=Redis.from_url(settings.redis_url)))
-    return _resources[1]
-
-
 def predict(prediction_ids: list[str]) -> dict[str, int]:
     """Classifies these uploads; returns how many were done, failed and skipped."""
-    r = resources()
+    r = for_this_process()
     rows = _start(r.db, prediction_ids)
     outcomes: list[tuple[str, dict[str, object]]] = []
     images: dict[str, bytes] = {}
@@ -82,11 +52,11 @@ def predict(prediction_ids: list[str]) -> dict[str, int]:
             outcomes.append((row.id, _failed("the image is missing from storage")))
     if images:
         try:
-            version = _served_version(r.client)
+            version = _served_version(r.serving)
         except ServingRequestError as exc:  # not retryable: a wrong model name, say
             outcomes += [(pid, _failed(_readable(exc))) for pid in images]
         else:
-            answers, serving_ms = _classify(r.client, list(images.values()), version)
+            answers, serving_ms = _classify(r.serving, list(images.values()), version)
             for prediction_id, answer in zip(images, answers, strict=True):
                 outcomes.append((prediction_id, _failed(_readable(answer))
                                  if isinstance(answer, ServingRequestError)
@@ -102,7 +72,7 @@ def on_failure(job: Job, connection: Redis, exc_type: type[BaseException],
                exc: BaseException, traceback: TracebackType | None) -> None:
     """RQ calls this after every failed attempt: a record waits for the retry, or,
     with the retries spent, is failed with a reason a user can read."""
-    r = resources()
+    r = for_this_process()
     ids: Sequence[str] = job.args[0]
     if job.should_retry:
         with r.db.session() as session:
@@ -177,7 +147,7 @@ def _failed(error: str) -> dict[str, object]:
     return {"status": Status.FAILED, "error": error}
 
 
-def _write(r: Resources, outcomes: list[tuple[str, dict[str, object]]]) -> dict[str, str]:
+def _write(r: Connections, outcomes: list[tuple[str, dict[str, object]]]) -> dict[str, str]:
     """Writes each outcome unless the record has one already, in one transaction;
     returns the status written per record."""
     written: dict[str, str] = {}

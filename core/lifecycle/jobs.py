@@ -1,8 +1,8 @@
-"""Putting predictions on the queue: the site enqueues, the sweeper re-enqueues.
+"""The RQ jobs that classify predictions: their ids, how they are queued and told apart.
 
 Jobs name their function by its import path, so the site enqueues without
-importing worker.tasks. A job's id is derived from its first prediction, so
-the sweeper can tell whether the job a record waits for still exists.
+importing the worker's code. A job's id is derived from its first prediction,
+so the sweep can tell whether the job a record waits for still exists.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import contextlib
 from collections.abc import Sequence
 from typing import TypeVar
 
-from redis import Redis
 from rq import Callback, Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
@@ -37,34 +36,42 @@ def chunks(items: Sequence[T], size: int) -> list[list[T]]:
     return [list(items[i:i + size]) for i in range(0, len(items), size)]
 
 
-def connect(settings: Settings, *, socket_timeout: float | None = 10) -> Redis:
-    """A connection that fails fast: an upload must not hang on a dead Redis."""
-    return Redis.from_url(settings.redis_url, socket_connect_timeout=2,
-                          socket_timeout=socket_timeout, health_check_interval=30)
+def retry_intervals(retries: int) -> list[int]:
+    """One interval per retry. RQ reads the list from its end, `len - retries_left`,
+    so a list shorter than the retries would repeat its first figure at the
+    start; a longer one would skip the first figures."""
+    return [RETRY_INTERVALS[min(i, len(RETRY_INTERVALS) - 1)] for i in range(retries)]
 
 
-def queue(settings: Settings, connection: Redis | None = None) -> Queue:
-    return Queue(settings.queue_name, connection=connection or connect(settings))
-
-
-def enqueue(q: Queue, settings: Settings, prediction_ids: Sequence[str]) -> str:
+def enqueue(queue: Queue, settings: Settings, prediction_ids: Sequence[str]) -> str:
     """One job for these predictions (a single upload, or one chunk of a batch)."""
     retries = settings.job_retries
-    intervals = RETRY_INTERVALS[:retries] + RETRY_INTERVALS[-1:] * (retries - len(RETRY_INTERVALS))
-    retry = Retry(max=retries, interval=intervals) if retries else None
-    job = q.enqueue(TASK, list(prediction_ids), job_id=job_id(prediction_ids),
-                    job_timeout=settings.job_timeout, retry=retry,
-                    on_failure=Callback(ON_FAILURE), result_ttl=3600, failure_ttl=7 * 86400)
+    retry = Retry(max=retries, interval=retry_intervals(retries)) if retries else None
+    job = queue.enqueue(TASK, list(prediction_ids), job_id=job_id(prediction_ids),
+                        job_timeout=settings.job_timeout, retry=retry,
+                        on_failure=Callback(ON_FAILURE), result_ttl=3600,
+                        failure_ttl=7 * 86400)
     return job.id
 
 
-def forget(q: Queue, job_id: str) -> None:
+def forget(queue: Queue, job_id: str) -> None:
     """Deletes a dead job of that id (failed, or lost), so a new job of the same
     id starts with a clean slate instead of the old one's retries and registry."""
     with contextlib.suppress(NoSuchJobError):
-        job = Job.fetch(job_id, connection=q.connection)
+        job = Job.fetch(job_id, connection=queue.connection)
         if job.get_status() not in ALIVE:
             job.delete()
+
+
+def alive(queue: Queue, job_id: str) -> bool:
+    """Whether that job will still run: it exists and is queued, started or waiting."""
+    try:
+        status = Job.fetch(job_id, connection=queue.connection).get_status()
+    except NoSuchJobError:
+        return False
+    if status == JobStatus.QUEUED:  # its hash may outlive its place in the queue
+        return job_id in queue.get_job_ids()
+    return status in ALIVE
 
 
 def channel(prediction_id: str) -> str:

@@ -1,4 +1,5 @@
-"""The REST client of TF Serving's API, shared by the workers, tests and benchmarks.
+"""The REST client of TF Serving's API, shared by the site, the workers, tests and
+benchmarks.
 
 It talks to the official server and to the embedded one alike, and imports no
 TensorFlow (the web and worker processes never load it). Connections are
@@ -19,8 +20,9 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from core.contract import CLASSES, INPUT, SCORES
+
 DEFAULT_URL = "http://127.0.0.1:8501"
-IMAGE_INPUT = "image_bytes"
 
 
 class ServingRequestError(Exception):
@@ -101,7 +103,7 @@ class ServingClient:
         predictions: list[Prediction] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size]
-            rows = self.predict(instances=[{IMAGE_INPUT: {"b64": base64.b64encode(i).decode()}}
+            rows = self.predict(instances=[{INPUT: {"b64": base64.b64encode(i).decode()}}
                                            for i in chunk],
                                 version=version, label=label)["predictions"]
             predictions.extend(_prediction(row) for row in rows)
@@ -123,7 +125,7 @@ class ServingClient:
 
 
 def _prediction(row: dict[str, Any]) -> Prediction:
-    scores = dict(zip(row["classes"], row["scores"], strict=True))
+    scores = dict(zip(row[CLASSES], row[SCORES], strict=True))
     label = max(scores, key=scores.__getitem__)
     return Prediction(label=label, confidence=scores[label], scores=scores)
 
