@@ -28,6 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from core.contract import INPUT, SCORES, SIGNATURE  # noqa: E402
 from core.serving_client import ServingClient  # noqa: E402
 from core.settings import ROOT, get_settings  # noqa: E402
 from trainer.export import versions  # noqa: E402
@@ -44,16 +45,16 @@ def raw_rate(version_dir: Path, images: list[bytes], size: int = 32, count: int 
     """Images per second through the signature in this process, `size` per call."""
     import tensorflow as tf
 
-    serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    serve = tf.saved_model.load(str(version_dir)).signatures[SIGNATURE]
 
     def batch(i: int) -> tf.Tensor:
         return tf.constant([images[(i * size + j) % len(images)] for j in range(size)])
 
-    serve(image_bytes=batch(0))  # warm-up
+    serve(**{INPUT: batch(0)})  # warm-up
     calls = count // size
     started = time.perf_counter()
     for i in range(calls):
-        serve(image_bytes=batch(i + 1))["scores"].numpy()
+        serve(**{INPUT: batch(i + 1)})[SCORES].numpy()
     return calls * size / (time.perf_counter() - started)
 
 

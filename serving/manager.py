@@ -30,106 +30,20 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from enum import IntEnum
 from pathlib import Path
 
-import numpy as np
-from tensorflow_serving.config.model_server_config_pb2 import ModelConfig, ModelServerConfig
+from tensorflow_serving.config.model_server_config_pb2 import ModelServerConfig
 
 from core.contract import version_folders
 from serving import versions
-from serving.batching import BatchQueue, BatchScheduler
+from serving.batching import BatchScheduler
 from serving.config import BatchingOptions
 from serving.errors import Code, ConfigError, ServingError, not_found
 from serving.metrics import Metrics
+from serving.model import Handle, Model, State, Version, VersionStatus
 from serving.servable import Servable, first_line
 
 log = logging.getLogger(__name__)
-
-
-class State(IntEnum):
-    """ModelVersionStatus.State, by value."""
-
-    START = 10
-    LOADING = 20
-    AVAILABLE = 30
-    UNLOADING = 40
-    END = 50
-
-
-@dataclass
-class Version:
-    number: int
-    path: Path
-    state: State = State.START
-    error: ServingError | None = None
-    #: The files a failed load saw; the load is retried once they change.
-    failed_files: versions.Fingerprint | None = None
-    servable: Servable | None = None
-    in_flight: int = 0
-    queues: dict[str, BatchQueue] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class VersionStatus:
-    version: int
-    state: State
-    error: ServingError | None
-
-
-class Model:
-    def __init__(self, config: ModelConfig, root: Path):
-        self.config = config
-        self.root = root
-        self.versions: dict[int, Version] = {}
-        #: Guards versions and their states; notified when requests finish or loads end.
-        self.lock = threading.Condition()
-        #: One reconcile at a time, each acting on its own fresh folder listing.
-        self.reconciling = threading.Lock()
-        self.retired = False
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def base_path(self) -> Path:
-        """The config's absolute base path, found under the server's root folder."""
-        return self.root / self.config.base_path.lstrip("/")
-
-    def describe(self, version: int) -> str:
-        return f"{{name: {self.name} version: {version}}}"
-
-
-class Handle:
-    """A version held for the length of one request."""
-
-    def __init__(self, manager: ModelManager, model: Model, version: Version):
-        self._manager = manager
-        self.model = model
-        self.version = version
-        self.servable: Servable = version.servable  # type: ignore[assignment]
-
-    def predict(self, signature: str, inputs: dict[str, np.ndarray],
-                size: int | None) -> dict[str, np.ndarray]:
-        """Runs the signature, through the batch queue when batching is on.
-
-        `size` is the batch dimension shared by all inputs, None when they have
-        none (scalars, mismatched columns): such requests cannot be merged.
-        """
-        scheduler = self._manager.scheduler
-        if scheduler is None or size is None:
-            return self.servable.run(signature, inputs)
-        with self.model.lock:
-            queue = self.version.queues.get(signature)
-            if queue is None:
-                labels = {"model_name": self.model.name, "version": str(self.version.number),
-                          "signature": signature}
-                queue = scheduler.queue(
-                    labels, lambda batch: self.servable.run(signature, batch))
-                self.version.queues[signature] = queue
-        return queue.submit(inputs, size)
 
 
 class ModelManager:
@@ -329,13 +243,6 @@ class ModelManager:
             raise not_found(f"Servable not found for request: {request}")
         return model
 
-    @staticmethod
-    def _label_version(model: Model, label: str) -> int:
-        number = model.config.version_labels.get(label)
-        if number is None:
-            raise not_found(f"Unrecognized servable version label: {label}")
-        return number
-
     @contextmanager
     def acquire(self, name: str, version: int | None = None,
                 label: str | None = None) -> Iterator[Handle]:
@@ -344,7 +251,7 @@ class ModelManager:
                             f"Specific({name}, {version})")
         with model.lock:
             if label is not None:
-                version = self._label_version(model, label)
+                version = model.labelled(label)
             if version is None:
                 available = [n for n, v in model.versions.items() if v.state == State.AVAILABLE]
                 if not available:
@@ -355,7 +262,7 @@ class ModelManager:
                 raise not_found(f"Servable not found for request: Specific({name}, {version})")
             held.in_flight += 1
         try:
-            yield Handle(self, model, held)
+            yield Handle(self.scheduler, model, held)
         finally:
             with model.lock:
                 held.in_flight -= 1
@@ -374,7 +281,7 @@ class ModelManager:
             raise not_found(f"Could not find any versions of model {name}")
         with model.lock:
             if label is not None:
-                version = self._label_version(model, label)
+                version = model.labelled(label)
             if version is not None:
                 found = model.versions.get(version)
                 if found is None:

@@ -26,7 +26,8 @@ from werkzeug.exceptions import HTTPException
 from core.contract import version_number
 from serving import json_tensor
 from serving.errors import Code, ServingError, invalid_argument
-from serving.manager import ModelManager, VersionStatus
+from serving.manager import ModelManager
+from serving.model import VersionStatus
 from serving.options import DEFAULT_MAX_BODY_BYTES
 
 PREDICT_URL = re.compile(

@@ -1,9 +1,9 @@
 """One loaded model version: its signatures, how to run them, how to warm it up.
 
-This and the manager are the only modules of the server that touch
-TensorFlow. The SignatureDefs are read from saved_model.pb itself, as TF
-Serving reads them, so metadata answers and input checks see exactly what the
-exporter wrote, for TF1 and TF2 SavedModels alike.
+The only module of the server that loads and runs a model. The SignatureDefs
+are read from saved_model.pb itself, as TF Serving reads them, so metadata
+answers and input checks see exactly what the exporter wrote, for TF1 and TF2
+SavedModels alike.
 """
 
 from __future__ import annotations
