@@ -3,7 +3,7 @@
 # (gunicorn, `python -m worker`, and the one-off `flask --app frontend db upgrade`).
 #
 # Only the `web` extra is installed. These processes reach the model through
-# Serving's REST API (serving/client.py needs only requests) and never import
+# Serving's REST API (core/serving_client.py needs only requests) and never import
 # TensorFlow, which would add about 2 GB and a second copy of the model's RAM.
 FROM python:3.11-slim
 

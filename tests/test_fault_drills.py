@@ -135,7 +135,7 @@ class Records:
 
 
 class Published:
-    """The messages workers publish when they finish a record (worker/jobs.py
+    """The messages workers publish when they finish a record (core/lifecycle/jobs.py
     `channel`, worker/tasks.py `_notify`): one per result written."""
 
     def __init__(self, redis_url: str):
