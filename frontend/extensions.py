@@ -37,7 +37,7 @@ def init_app(app: Flask) -> None:
 @login_manager.user_loader
 def load_user(user_id: str) -> Admin | None:
     from frontend.services import services
-    if not user_id.isdigit():
+    if not (user_id.isascii() and user_id.isdigit()):
         return None
     with services().db.session() as session:
         user = session.get(User, int(user_id))
