@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from werkzeug.security import generate_password_hash
 
 from core.db import User
+from core.settings import get_settings
 from frontend.services import services
 
 MIN_PASSWORD = 10
@@ -29,7 +30,8 @@ def upgrade(revision: str) -> None:
     settings = services().settings
     migrate.upgrade(settings.database_url, revision)
     click.echo(f"database at revision {migrate.current(settings.database_url)}")
-    name, password = settings.admin_username, settings.admin_password
+    now = get_settings()  # the command's own environment, not the app's at its making
+    name, password = now.admin_username, now.admin_password
     if name and password:
         with services().db.session() as db:
             if not db.scalar(select(func.count()).select_from(User)):
@@ -60,7 +62,8 @@ def revision(message: str) -> None:
 @click.option("--reset", is_flag=True, help="set a new password for an existing administrator")
 def create_admin(username: str, reset: bool) -> None:
     """Make an administrator; the password is asked for, or taken from ADMIN_PASSWORD."""
-    password = services().settings.admin_password or click.prompt(
+    # Read now, not when the app was made: the command's own environment counts.
+    password = get_settings().admin_password or click.prompt(
         "Password", hide_input=True, confirmation_prompt=True)
     _add_admin(username, password, reset=reset)
 
