@@ -40,9 +40,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(test_config)
     app.json.sort_keys = False  # keep documents in the order they are written
 
-    from frontend import admin, api, commands, errors, extensions, public
+    from frontend import admin, api, commands, errors, extensions, public, uploads
     from frontend.services import Services
 
+    uploads.guard_pixels(settings.max_image_pixels)
     app.extensions["classifier"] = Services.from_settings(settings)
     extensions.init_app(app)
     errors.init_app(app)

@@ -84,14 +84,19 @@ def display_name(filename: str | None) -> str:
     return (name or "upload")[-255:]
 
 
+def guard_pixels(pixels: int) -> None:
+    """Pillow's own decompression-bomb guard at the site's pixel limit: past twice
+    that, Image.open refuses an image before reading its pixels, and check_image
+    refuses the rest from the header with a clearer message. Pillow keeps the
+    limit in a process-wide global, so it is set once, when the app is made."""
+    Image.MAX_IMAGE_PIXELS = pixels
+
+
 def check_image(data: bytes, filename: str | None, limits: Limits) -> CheckedImage:
     name = display_name(filename)
     if not data:
         raise UploadError(f"{name}: the file is empty")
     _check_size(name, len(data), limits)
-    # Pillow's own guard then refuses what is far beyond the limit before
-    # reading it; the check below refuses the rest with a clearer message.
-    Image.MAX_IMAGE_PIXELS = limits.pixels
     try:
         # Only the formats we take: Pillow's other plugins need not parse strangers' bytes.
         image = Image.open(io.BytesIO(data), formats=OPENERS)
