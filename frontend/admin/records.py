@@ -1,23 +1,17 @@
-"""The back office under /admin: records, review, statistics and models.
-
-Every page but the login needs a logged-in administrator; /admin/api/* answers
-401 JSON instead of redirecting. Failed logins are rate-limited per address.
-"""
+"""The records: the filtered list (as a page, CSV and JSON), one record, its
+review, queuing failed ones again, and the reviewed images as a dataset."""
 
 from __future__ import annotations
 
 import csv
 import dataclasses
 import io
-import json
 import re
 import tempfile
 import zipfile
 from math import ceil
-from urllib.parse import urlsplit
 
 from flask import (
-    Blueprint,
     Response,
     abort,
     flash,
@@ -26,78 +20,20 @@ from flask import (
     render_template,
     request,
     send_file,
-    session,
     url_for,
 )
-from flask_login import current_user, login_required, login_user, logout_user
-from redis import RedisError
-from rq import Worker
-from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+from flask_login import current_user, login_required
 from sqlalchemy import select
-from werkzeug.security import check_password_hash
 
-from core.db import Prediction, Status, User, utcnow
+from core.db import Prediction, Status, utcnow
 from frontend import queries
 from frontend import records as recs
-from frontend.extensions import Admin, limiter, login_manager
-from frontend.forms import LoginForm, LogoutForm, RetryForm, ReviewForm
+from frontend.admin import bp
+from frontend.forms import RetryForm, ReviewForm
 from frontend.records import csv_cell, prediction_json
 from frontend.services import services
-from serving.client import ServingClient, ServingRequestError
 
-bp = Blueprint("admin", __name__, url_prefix="/admin")
-
-#: Every attempt counts, right or wrong: counting only failures would let
-#: parallel guesses through before the first failure is counted.
-LOGIN_LIMIT = "10 per minute;50 per hour"
-#: Compared against when the user name is unknown, so both cases take as long.
-_DUMMY_HASH = "scrypt:32768:8:1$0000000000000000$" + "0" * 128
 MAX_PAGE = 10**6
-REPORT_FILES = {"curves.png", "confusion_matrix.png", "metrics.json"}
-
-
-@bp.before_request
-def require_admin():
-    if request.endpoint != "admin.login" and not current_user.is_authenticated:
-        return login_manager.unauthorized()
-    return None
-
-
-@bp.app_context_processor
-def logout_form():
-    # formdata=None: built for every page, it must not read the request (a
-    # page answering 413 would fail again on the body it refused).
-    return {"logout_form": LogoutForm(formdata=None)}
-
-
-@bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(LOGIN_LIMIT, methods=["POST"],
-               error_message="too many login attempts; wait a minute and try again")
-def login():
-    form = LoginForm()
-    if not form.validate_on_submit():
-        return render_template("admin/login.html", form=form), 400 if form.is_submitted() else 200
-    with services().db.session() as db:
-        user = db.scalar(select(User).where(User.username == form.username.data))
-        valid = check_password_hash(user.password_hash if user else _DUMMY_HASH,
-                                    form.password.data)
-        if not (user and valid):
-            form.password.errors.append("wrong user name or password")
-            return render_template("admin/login.html", form=form), 401
-        user.last_login_at = utcnow()
-    session.clear()  # a fresh session: no fixation
-    login_user(Admin(user))
-    target = request.args.get("next", "")
-    return redirect(target if _local(target) else url_for("admin.records"), 303)
-
-
-@bp.post("/logout")
-def logout():
-    if not LogoutForm().validate_on_submit():
-        abort(400, "the logout form expired; reload the page")
-    logout_user()
-    session.clear()
-    return redirect(url_for("admin.login"), 303)
 
 
 @bp.get("/")
@@ -131,6 +67,17 @@ def records_csv():
                              csv_cell(p.true_label or ""), p.error or ""])
     return Response(out.getvalue(), mimetype="text/csv",
                     headers={"Content-Disposition": 'attachment; filename="records.csv"'})
+
+
+@bp.get("/api/records")
+@login_required
+def api_records():
+    flt, page = _filter(), _page()
+    with services().db.session() as db:
+        rows, total = queries.records(db, flt, page)
+    return jsonify(total=total, page=page, page_size=queries.PAGE_SIZE,
+                   records=[prediction_json(p) | {"correct": p.correct,
+                                                  "true_label": p.true_label} for p in rows])
 
 
 @bp.get("/records/<prediction_id>")
@@ -216,58 +163,6 @@ def review_export():
                      download_name="reviewed-dataset.zip")
 
 
-@bp.get("/stats")
-def stats():
-    with services().db.session() as db:
-        figures = queries.statistics(db)
-    return render_template("admin/stats.html", s=figures, queue=_queue_state())
-
-
-@bp.get("/models")
-def models():
-    settings = services().settings
-    try:
-        with ServingClient(settings.serving_url, settings.model_name, retries=0,
-                           timeout=5) as client:
-            versions, error = client.status(), None
-    except ServingRequestError as exc:
-        versions, error = [], exc.message
-    reports = _reports()
-    served = {int(v["version"]) for v in versions}
-    return render_template("admin/models.html", versions=versions, error=error, reports=reports,
-                           unserved=sorted(set(reports) - served, reverse=True),
-                           model=settings.model_name, serving_url=settings.serving_url)
-
-
-@bp.get("/models/<int:version>/<name>")
-def report_file(version: int, name: str):
-    if name not in REPORT_FILES:
-        abort(404, f"no report file {name}")
-    path = _reports_dir() / str(version) / name
-    if not path.is_file():
-        abort(404, f"version {version} has no {name}")
-    return send_file(path)
-
-
-@bp.get("/api/stats")
-@login_required
-def api_stats():
-    with services().db.session() as db:
-        figures = queries.statistics(db)
-    return jsonify(figures | {"queue": _queue_state()})
-
-
-@bp.get("/api/records")
-@login_required
-def api_records():
-    flt, page = _filter(), _page()
-    with services().db.session() as db:
-        rows, total = queries.records(db, flt, page)
-    return jsonify(total=total, page=page, page_size=queries.PAGE_SIZE,
-                   records=[prediction_json(p) | {"correct": p.correct,
-                                                  "true_label": p.true_label} for p in rows])
-
-
 def _filter() -> queries.RecordFilter:
     try:
         return queries.RecordFilter.parse(request.args)
@@ -290,49 +185,6 @@ def _record(prediction_id: str) -> Prediction:
     return p
 
 
-def _queue_state() -> dict:
-    queue = services().queue
-    try:
-        return {
-            "queued": len(queue),
-            "running": StartedJobRegistry(queue=queue).count,
-            "scheduled": ScheduledJobRegistry(queue=queue).count,
-            "failed": FailedJobRegistry(queue=queue).count,
-            "workers": [{"name": w.name, "state": w.get_state(),
-                         "job": w.get_current_job_id()} for w in Worker.all(queue=queue)],
-            "error": None,
-        }
-    except RedisError as exc:
-        return {"queued": None, "running": None, "scheduled": None, "failed": None,
-                "workers": [], "error": f"Redis is unreachable: {exc}"}
-
-
-def _reports_dir():
-    settings = services().settings
-    return settings.model_base_path / settings.model_name / "reports"
-
-
-def _reports() -> dict[int, dict]:
-    found = {}
-    root = _reports_dir()
-    for folder in root.iterdir() if root.is_dir() else []:
-        metrics = folder / "metrics.json"
-        if folder.name.isdigit() and metrics.is_file():
-            try:
-                found[int(folder.name)] = json.loads(metrics.read_text())
-            except (OSError, ValueError):
-                continue
-    return found
-
-
 def _folder(label: str) -> str:
     """A class name fit for a folder name on any system."""
     return re.sub(r"[^\w.-]+", "_", label).strip("._") or "unlabelled"
-
-
-def _local(target: str) -> bool:
-    """A path on this site: browsers read "/\\evil.com" as "//evil.com", so no backslashes."""
-    if not target.startswith("/") or "\\" in target or not target.isprintable():
-        return False
-    parts = urlsplit(target)
-    return not target.startswith("//") and not parts.scheme and not parts.netloc
