@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flask import jsonify, render_template
-from flask_login import login_required
 from redis import RedisError
 from rq import Worker
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
@@ -21,7 +20,6 @@ def stats():
 
 
 @bp.get("/api/stats")
-@login_required
 def api_stats():
     with services().db.session() as db:
         figures = queries.statistics(db)
