@@ -6,10 +6,8 @@ from urllib.parse import urlsplit
 
 from flask import abort, redirect, render_template, request, session, url_for
 from flask_login import login_user, logout_user
-from sqlalchemy import select
-from werkzeug.security import check_password_hash
 
-from core.db import User, utcnow
+from frontend import queries
 from frontend.admin import bp
 from frontend.extensions import Admin, limiter
 from frontend.forms import LoginForm, LogoutForm
@@ -18,8 +16,6 @@ from frontend.services import services
 #: Every attempt counts, right or wrong: counting only failures would let
 #: parallel guesses through before the first failure is counted.
 LOGIN_LIMIT = "10 per minute;50 per hour"
-#: Compared against when the user name is unknown, so both cases take as long.
-_DUMMY_HASH = "scrypt:32768:8:1$0000000000000000$" + "0" * 128
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -30,13 +26,10 @@ def login():
     if not form.validate_on_submit():
         return render_template("admin/login.html", form=form), 400 if form.is_submitted() else 200
     with services().db.session() as db:
-        user = db.scalar(select(User).where(User.username == form.username.data))
-        valid = check_password_hash(user.password_hash if user else _DUMMY_HASH,
-                                    form.password.data)
-        if not (user and valid):
-            form.password.errors.append("wrong user name or password")
-            return render_template("admin/login.html", form=form), 401
-        user.last_login_at = utcnow()
+        user = queries.authenticate(db, form.username.data, form.password.data)
+    if user is None:
+        form.password.errors.append("wrong user name or password")
+        return render_template("admin/login.html", form=form), 401
     session.clear()  # a fresh session: no fixation
     login_user(Admin(user))
     target = request.args.get("next", "")

@@ -4,11 +4,8 @@ review, queuing failed ones again, and the reviewed images as a dataset."""
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
-import re
 import tempfile
-import zipfile
 from math import ceil
 
 from flask import (
@@ -23,10 +20,9 @@ from flask import (
     url_for,
 )
 from flask_login import current_user
-from sqlalchemy import select
 
-from core.db import Prediction, Status, utcnow
-from frontend import queries
+from core.db import Prediction, Status
+from frontend import dataset, queries
 from frontend import records as recs
 from frontend.admin import bp
 from frontend.forms import RetryForm, ReviewForm
@@ -42,8 +38,8 @@ def records():
     with services().db.session() as db:
         rows, total = queries.records(db, flt, page)
         labels, versions = queries.labels(db), queries.versions(db)
-        failed = (queries.count(db, dataclasses.replace(flt, status=Status.FAILED))
-                  if flt.status in ("", Status.FAILED) else 0)
+        only_failed = flt.failed()
+        failed = queries.count(db, only_failed) if only_failed else 0
     return render_template("admin/records.html", rows=rows, total=total, page=page,
                            pages=max(1, ceil(total / queries.PAGE_SIZE)), flt=flt,
                            labels=labels, versions=versions, failed=failed,
@@ -97,11 +93,9 @@ def review(prediction_id: str):
         return render_template("admin/record.html", p=p, form=form,
                                retry_form=RetryForm()), 400
     with services().db.session() as db:
-        row = db.get(Prediction, prediction_id)
-        row.correct = form.verdict.data == "right"
-        row.true_label = row.label if row.correct else form.true_label.data.strip()
-        row.reviewed_at = utcnow()
-        row.reviewed_by = current_user.username
+        row = queries.save_review(db, prediction_id, right=form.verdict.data == "right",
+                                  true_label=form.true_label.data,
+                                  reviewer=current_user.username)
     flash(f"marked {'right' if row.correct else 'wrong'}: {row.true_label}")
     return redirect(url_for("admin.record", prediction_id=prediction_id), 303)
 
@@ -125,12 +119,9 @@ def retry_failed():
     flt = _filter()
     if not RetryForm().validate_on_submit():
         abort(400, "the retry form expired; reload the page")
-    count = 0
-    if flt.status in ("", Status.FAILED):  # another status selects no failed record
-        with services().db.session() as db:
-            ids = list(db.scalars(dataclasses.replace(flt, status=Status.FAILED)
-                                  .apply(select(Prediction.id))))
-        count = recs.retry(services(), ids)
+    with services().db.session() as db:
+        ids = queries.failed_ids(db, flt)
+    count = recs.retry(services(), ids) if ids else 0  # retry waits for the sweeper's lock
     flash(f"{count} failed record{'s' if count != 1 else ''} queued again")
     return redirect(url_for("admin.records", **flt.query_args()), 303)
 
@@ -141,20 +132,7 @@ def review_export():
     svc = services()
     # On disk: thousands of photos do not fit in memory. send_file closes it.
     out = tempfile.TemporaryFile()  # noqa: SIM115
-    count = 0
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive, svc.db.session() as db:
-        reviewed = db.scalars(select(Prediction).where(Prediction.true_label.is_not(None))
-                              .order_by(Prediction.true_label, Prediction.created_at))
-        seen: set[str] = set()
-        for p in reviewed:
-            name = f"dataset/{_folder(p.true_label)}/{p.image_sha256[:16]}.{p.image_format}"
-            path = svc.store.path(p.image_sha256, p.image_format)
-            if name in seen or not path.exists():
-                continue
-            seen.add(name)
-            archive.write(path, name)
-            count += 1
-    if count == 0:
+    if not dataset.write_zip(out, db=svc.db, store=svc.store):
         out.close()
         abort(404, "no reviewed images yet: review some records first")
     out.seek(0)
@@ -182,8 +160,3 @@ def _record(prediction_id: str) -> Prediction:
     if p is None:
         abort(404, f"no record {prediction_id}")
     return p
-
-
-def _folder(label: str) -> str:
-    """A class name fit for a folder name on any system."""
-    return re.sub(r"[^\w.-]+", "_", label).strip("._") or "unlabelled"
