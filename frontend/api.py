@@ -6,14 +6,13 @@ contract is written down in frontend/openapi.py and served at /api/openapi.json.
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any
 
-from flask import Blueprint, Response, abort, jsonify, request, url_for
+from flask import Blueprint, abort, jsonify, request, url_for
 
 from core.db import Source
 from frontend import records
+from frontend.downloads import attachment, csv_attachment
 from frontend.openapi import document
 from frontend.services import services
 from frontend.uploads import UploadError, display_name, unzip
@@ -23,6 +22,8 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 
 #: Longest long poll, in seconds: under common proxies' 60 s idle timeouts.
 MAX_WAIT = 30.0
+CSV_COLUMNS = ["id", "filename", "status", "label", "confidence", "model_version", "top_k",
+               "error"]
 
 
 @bp.post("/predictions")
@@ -91,22 +92,14 @@ def batch_results_json(batch_id: str):
     body = records.batch_json(services(), batch) | {
         "predictions": [records.prediction_json(p)
                         for p in records.batch_predictions(services(), batch_id)]}
-    return _download(records.dumps(body), f"batch-{batch_id}.json", "application/json")
+    return attachment(records.dumps(body), f"batch-{batch_id}.json", "application/json")
 
 
 @bp.get("/batches/<batch_id>/results.csv")
 def batch_results_csv(batch_id: str):
     _batch(batch_id)
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["id", "filename", "status", "label", "confidence", "model_version",
-                     "top_k", "error"])
-    for p in records.batch_predictions(services(), batch_id):
-        top = ";".join(f"{t['label']}:{t['score']:.4f}" for t in (p.top_k or []))
-        writer.writerow([p.id, records.csv_cell(p.filename), p.status, p.label or "",
-                         "" if p.confidence is None else f"{p.confidence:.4f}",
-                         p.model_version or "", top, p.error or ""])
-    return _download(out.getvalue(), f"batch-{batch_id}.csv", "text/csv")
+    return csv_attachment(f"batch-{batch_id}.csv", CSV_COLUMNS,
+                          map(_csv_row, records.batch_predictions(services(), batch_id)))
 
 
 @bp.get("/models")
@@ -134,6 +127,13 @@ def _version(status: dict[str, Any]) -> dict[str, Any]:
             "error": error.get("error_message") or None}
 
 
+def _csv_row(p) -> list:
+    top = ";".join(f"{t['label']}:{t['score']:.4f}" for t in (p.top_k or []))
+    return [p.id, records.csv_cell(p.filename), p.status, p.label or "",
+            "" if p.confidence is None else f"{p.confidence:.4f}", p.model_version or "", top,
+            p.error or ""]
+
+
 def _batch(batch_id: str):
     batch = records.get_batch(services(), batch_id)
     if batch is None:
@@ -150,8 +150,3 @@ def _wait_seconds() -> float:
     if not 0 <= wait <= MAX_WAIT:
         abort(400, f"wait must be between 0 and {MAX_WAIT:.0f} seconds")
     return wait
-
-
-def _download(content: str, filename: str, mimetype: str) -> Response:
-    return Response(content, mimetype=mimetype,
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})

@@ -3,13 +3,10 @@ review, queuing failed ones again, and the reviewed images as a dataset."""
 
 from __future__ import annotations
 
-import csv
-import io
 import tempfile
 from math import ceil
 
 from flask import (
-    Response,
     abort,
     flash,
     jsonify,
@@ -25,11 +22,14 @@ from core.db import Prediction, Status
 from frontend import dataset, queries
 from frontend import records as recs
 from frontend.admin import bp
+from frontend.downloads import csv_attachment
 from frontend.forms import RetryForm, ReviewForm
 from frontend.records import csv_cell, prediction_json
 from frontend.services import services
 
 MAX_PAGE = 10**6
+CSV_COLUMNS = ["id", "created_at", "source", "filename", "status", "label", "confidence",
+               "model_version", "seconds", "correct", "true_label", "error"]
 
 
 @bp.get("/")
@@ -49,20 +49,9 @@ def records():
 @bp.get("/records.csv")
 def records_csv():
     flt = _filter()
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["id", "created_at", "source", "filename", "status", "label", "confidence",
-                     "model_version", "seconds", "correct", "true_label", "error"])
     with services().db.session() as db:
-        for p in queries.all_records(db, flt):
-            writer.writerow([p.id, p.created_at.isoformat(), p.source, csv_cell(p.filename),
-                             p.status,
-                             p.label or "", "" if p.confidence is None else f"{p.confidence:.4f}",
-                             p.model_version or "", "" if p.seconds is None else f"{p.seconds:.3f}",
-                             "" if p.correct is None else p.correct,
-                             csv_cell(p.true_label or ""), p.error or ""])
-    return Response(out.getvalue(), mimetype="text/csv",
-                    headers={"Content-Disposition": 'attachment; filename="records.csv"'})
+        return csv_attachment("records.csv", CSV_COLUMNS,
+                              map(_csv_row, queries.all_records(db, flt)))
 
 
 @bp.get("/api/records")
@@ -152,6 +141,13 @@ def _page() -> int:
     if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_PAGE):
         abort(400, f"page must be a whole number from 1 to {MAX_PAGE}")
     return int(raw)
+
+
+def _csv_row(p: Prediction) -> list:
+    return [p.id, p.created_at.isoformat(), p.source, csv_cell(p.filename), p.status,
+            p.label or "", "" if p.confidence is None else f"{p.confidence:.4f}",
+            p.model_version or "", "" if p.seconds is None else f"{p.seconds:.3f}",
+            "" if p.correct is None else p.correct, csv_cell(p.true_label or ""), p.error or ""]
 
 
 def _record(prediction_id: str) -> Prediction:
