@@ -16,7 +16,8 @@ from frontend.downloads import attachment, csv_attachment
 from frontend.openapi import document
 from frontend.services import services
 from frontend.uploads import UploadError, display_name, unzip
-from serving.client import ServingClient, ServingRequestError
+from frontend.versions import served_versions
+from serving.client import ServingRequestError
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -106,13 +107,11 @@ def batch_results_csv(batch_id: str):
 def models():
     """The versions Serving reports for the model, and their states."""
     settings = services().settings
-    with ServingClient(settings.serving_url, settings.model_name, retries=0,
-                       timeout=5) as client:
-        try:
-            versions = client.status()
-        except ServingRequestError as exc:
-            status = 404 if exc.status_code == 404 else 503
-            abort(status, f"Serving at {settings.serving_url} did not answer: {exc.message}")
+    try:
+        versions = served_versions(settings)
+    except ServingRequestError as exc:
+        status = 404 if exc.status_code == 404 else 503
+        abort(status, f"Serving at {settings.serving_url} did not answer: {exc.message}")
     return jsonify(model=settings.model_name, versions=[_version(v) for v in versions])
 
 
