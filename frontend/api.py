@@ -15,7 +15,7 @@ from frontend import records
 from frontend.downloads import attachment, csv_attachment
 from frontend.openapi import document
 from frontend.services import services
-from frontend.uploads import UploadError, display_name, unzip
+from frontend.uploads import UploadError, sent_files
 from frontend.versions import served_versions
 from serving.client import ServingRequestError
 
@@ -52,27 +52,17 @@ def read_prediction(prediction_id: str):
 
 @bp.post("/batches")
 def create_batch():
-    files = _batch_files()
+    """Images from 'images' fields and from a .zip in 'archive', as the page takes them."""
+    sent = sent_files(request.files)
+    files = sent.files(services().limits)
     if not files:
         raise UploadError("send images as file fields 'images', or a .zip as the field 'archive'")
-    archive = request.files.get("archive")
     batch = records.submit_batch(services(), files=files, source=Source.API, visitor=None,
-                                 name=display_name(archive.filename) if archive else None)
+                                 name=sent.name)
     url = url_for("api.read_batch", batch_id=batch.id)
     body = records.batch_json(services(), batch) | {
         "url": url, "page_url": url_for("public.batch", batch_id=batch.id)}
     return jsonify(body), 202, {"Location": url}
-
-
-def _batch_files() -> list[tuple[str | None, bytes | UploadError]]:
-    """Files from 'images' fields and from a .zip in 'archive' (the page sends both ways)."""
-    svc = services()
-    files: list[tuple[str | None, bytes | UploadError]] = [
-        (f.filename, f.read()) for f in request.files.getlist("images")]
-    for archive in request.files.getlist("archive"):
-        files += unzip(archive.read(), archive.filename, svc.limits)
-    # A browser form with no file chosen sends one nameless, empty part.
-    return [(name, data) for name, data in files if name or data]
 
 
 @bp.get("/batches/<batch_id>")

@@ -22,7 +22,7 @@ from core.db import Source
 from frontend import records
 from frontend.services import services
 from frontend.thumbnails import thumbnail
-from frontend.uploads import MIMETYPES, UploadError, display_name, unzip
+from frontend.uploads import MIMETYPES, UploadError, sent_files
 
 bp = Blueprint("public", __name__)
 
@@ -43,23 +43,18 @@ def index():
 @bp.post("/upload")
 def upload():
     svc = services()
-    images = [f for f in request.files.getlist("images") if f.filename]
-    archives = [f for f in request.files.getlist("archive") if f.filename]
+    sent = sent_files(request.files)
     try:
-        if len(images) == 1 and not archives:
-            prediction = records.submit_image(svc, data=images[0].read(),
-                                              filename=images[0].filename,
+        if len(sent.images) == 1 and not sent.archives:
+            [(filename, data)] = sent.images
+            prediction = records.submit_image(svc, data=data, filename=filename,
                                               source=Source.PAGE, visitor=visitor())
             return redirect(url_for("public.result", prediction_id=prediction.id), 303)
-        files: list[tuple[str | None, bytes | UploadError]] = [
-            (f.filename, f.read()) for f in images]
-        for archive in archives:
-            files += unzip(archive.read(), archive.filename, svc.limits)
+        files = sent.files(svc.limits)
         if not files:
             raise UploadError("choose one or more images (or a .zip of them) first")
         batch = records.submit_batch(svc, files=files, source=Source.PAGE, visitor=visitor(),
-                                     name=display_name(archives[0].filename) if archives
-                                     else None)
+                                     name=sent.name)
     except UploadError as exc:
         return render_template("index.html", limits=svc.limits, error=exc.message), exc.status
     return redirect(url_for("public.batch", batch_id=batch.id), 303)
