@@ -40,8 +40,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(test_config)
     app.json.sort_keys = False  # keep documents in the order they are written
 
-    from frontend import admin, api, commands, errors, extensions, public, services
+    from frontend import admin, api, commands, errors, extensions, public, services, uploads
 
+    uploads.guard_pixels(settings.max_image_pixels)
     services.init_app(app, settings)
     extensions.init_app(app)
     errors.init_app(app)

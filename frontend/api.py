@@ -6,23 +6,25 @@ contract is written down in frontend/openapi.py and served at /api/openapi.json.
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any
 
-from flask import Blueprint, Response, abort, jsonify, request, url_for
+from flask import Blueprint, abort, jsonify, request, url_for
 
 from core.db import Source
-from core.serving_client import ServingClient, ServingRequestError
-from frontend import records
+from core.serving_client import ServingRequestError
+from frontend import predictions
+from frontend.downloads import attachment, csv_attachment
 from frontend.openapi import document
 from frontend.services import limits, services
-from frontend.uploads import UploadError, display_name, unzip
+from frontend.uploads import UploadError, sent_files
+from frontend.versions import served_versions
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 #: Longest long poll, in seconds: under common proxies' 60 s idle timeouts.
 MAX_WAIT = 30.0
+CSV_COLUMNS = ["id", "filename", "status", "label", "confidence", "model_version", "top_k",
+               "error"]
 
 
 @bp.post("/predictions")
@@ -30,10 +32,10 @@ def create_prediction():
     upload = request.files.get("image")
     if upload is None:
         raise UploadError("send the image as the multipart/form-data file field 'image'")
-    prediction = records.submit_image(services(), limits(), data=upload.read(),
+    prediction = predictions.submit_image(services(), limits(), data=upload.read(),
                                       filename=upload.filename, source=Source.API, visitor=None)
     url = url_for("api.read_prediction", prediction_id=prediction.id)
-    body = records.prediction_json(prediction) | {
+    body = predictions.prediction_json(prediction) | {
         "url": url, "page_url": url_for("public.result", prediction_id=prediction.id)}
     return jsonify(body), 202, {"Location": url}
 
@@ -42,83 +44,64 @@ def create_prediction():
 def read_prediction(prediction_id: str):
     """?wait=N holds the answer up to N seconds, until the result is there."""
     wait = _wait_seconds()
-    prediction = records.wait_for(services(), prediction_id, wait)
+    prediction = predictions.wait_for(services(), prediction_id, wait)
     if prediction is None:
         abort(404, f"no prediction {prediction_id}")
-    return jsonify(records.prediction_json(prediction))
+    return jsonify(predictions.prediction_json(prediction))
 
 
 @bp.post("/batches")
 def create_batch():
-    files = _batch_files()
+    """Images from 'images' fields and from a .zip in 'archive', as the page takes them."""
+    sent = sent_files(request.files)
+    files = sent.files(limits())
     if not files:
         raise UploadError("send images as file fields 'images', or a .zip as the field 'archive'")
-    archive = request.files.get("archive")
-    batch = records.submit_batch(services(), limits(), files=files, source=Source.API, visitor=None,
-                                 name=display_name(archive.filename) if archive else None)
+    batch = predictions.submit_batch(services(), limits(), files=files, source=Source.API,
+                                 visitor=None, name=sent.name)
     url = url_for("api.read_batch", batch_id=batch.id)
-    body = records.batch_json(services(), batch) | {
+    body = predictions.batch_json(services(), batch) | {
         "url": url, "page_url": url_for("public.batch", batch_id=batch.id)}
     return jsonify(body), 202, {"Location": url}
 
 
-def _batch_files() -> list[tuple[str | None, bytes | UploadError]]:
-    """Files from 'images' fields and from a .zip in 'archive' (the page sends both ways)."""
-    files: list[tuple[str | None, bytes | UploadError]] = [
-        (f.filename, f.read()) for f in request.files.getlist("images")]
-    for archive in request.files.getlist("archive"):
-        files += unzip(archive.read(), archive.filename, limits())
-    # A browser form with no file chosen sends one nameless, empty part.
-    return [(name, data) for name, data in files if name or data]
-
-
 @bp.get("/batches/<batch_id>")
 def read_batch(batch_id: str):
-    return jsonify(records.batch_json(services(), _batch(batch_id)))
+    return jsonify(predictions.batch_json(services(), _batch(batch_id)))
 
 
 @bp.get("/batches/<batch_id>/predictions")
 def batch_predictions(batch_id: str):
     _batch(batch_id)
-    return jsonify(predictions=[records.prediction_json(p)
-                                for p in records.batch_predictions(services(), batch_id)])
+    return jsonify(predictions=[predictions.prediction_json(p)
+                                for p in predictions.batch_predictions(services(), batch_id)])
 
 
 @bp.get("/batches/<batch_id>/results.json")
 def batch_results_json(batch_id: str):
     batch = _batch(batch_id)
-    body = records.batch_json(services(), batch) | {
-        "predictions": [records.prediction_json(p)
-                        for p in records.batch_predictions(services(), batch_id)]}
-    return _download(records.dumps(body), f"batch-{batch_id}.json", "application/json")
+    body = predictions.batch_json(services(), batch) | {
+        "predictions": [predictions.prediction_json(p)
+                        for p in predictions.batch_predictions(services(), batch_id)]}
+    return attachment(predictions.dumps(body), f"batch-{batch_id}.json", "application/json")
 
 
 @bp.get("/batches/<batch_id>/results.csv")
 def batch_results_csv(batch_id: str):
     _batch(batch_id)
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["id", "filename", "status", "label", "confidence", "model_version",
-                     "top_k", "error"])
-    for p in records.batch_predictions(services(), batch_id):
-        top = ";".join(f"{t['label']}:{t['score']:.4f}" for t in (p.top_k or []))
-        writer.writerow([p.id, records.csv_cell(p.filename), p.status, p.label or "",
-                         "" if p.confidence is None else f"{p.confidence:.4f}",
-                         p.model_version or "", top, p.error or ""])
-    return _download(out.getvalue(), f"batch-{batch_id}.csv", "text/csv")
+    return csv_attachment(f"batch-{batch_id}.csv", CSV_COLUMNS,
+                          map(_csv_row, predictions.batch_predictions(services(), batch_id)))
 
 
 @bp.get("/models")
 def models():
     """The versions Serving reports for the model, and their states."""
     settings = services().settings
-    with ServingClient(settings.serving_url, settings.model_name, retries=0,
-                       timeout=5) as client:
-        try:
-            versions = client.status()
-        except ServingRequestError as exc:
-            status = 404 if exc.status_code == 404 else 503
-            abort(status, f"Serving at {settings.serving_url} did not answer: {exc.message}")
+    try:
+        versions = served_versions(settings)
+    except ServingRequestError as exc:
+        status = 404 if exc.status_code == 404 else 503
+        abort(status, f"Serving at {settings.serving_url} did not answer: {exc.message}")
     return jsonify(model=settings.model_name, versions=[_version(v) for v in versions])
 
 
@@ -133,8 +116,15 @@ def _version(status: dict[str, Any]) -> dict[str, Any]:
             "error": error.get("error_message") or None}
 
 
+def _csv_row(p) -> list:
+    top = ";".join(f"{t['label']}:{t['score']:.4f}" for t in (p.top_k or []))
+    return [p.id, predictions.csv_cell(p.filename), p.status, p.label or "",
+            "" if p.confidence is None else f"{p.confidence:.4f}", p.model_version or "", top,
+            p.error or ""]
+
+
 def _batch(batch_id: str):
-    batch = records.get_batch(services(), batch_id)
+    batch = predictions.get_batch(services(), batch_id)
     if batch is None:
         abort(404, f"no batch {batch_id}")
     return batch
@@ -149,8 +139,3 @@ def _wait_seconds() -> float:
     if not 0 <= wait <= MAX_WAIT:
         abort(400, f"wait must be between 0 and {MAX_WAIT:.0f} seconds")
     return wait
-
-
-def _download(content: str, filename: str, mimetype: str) -> Response:
-    return Response(content, mimetype=mimetype,
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})

@@ -68,9 +68,9 @@ def init_app(app: Flask) -> None:
                 response.headers[name] = value
         return response
 
+    # Flask looks handlers up along the exception's classes, so an HTTPException
+    # always finds the one above first: only other exceptions come here.
     @app.errorhandler(Exception)
-    def unexpected(exc: Exception):
-        if isinstance(exc, HTTPException):
-            return http_error(exc)
+    def unexpected(_exc: Exception):
         current_app.logger.exception("unhandled error on %s %s", request.method, request.path)
         return error_response("something went wrong on our side; it has been logged", 500)

@@ -19,10 +19,10 @@ from redis import RedisError
 from sqlalchemy import text
 
 from core.db import Source
-from frontend import records
+from frontend import predictions
 from frontend.services import limits, services
 from frontend.thumbnails import thumbnail
-from frontend.uploads import MIMETYPES, UploadError, display_name, unzip
+from frontend.uploads import MIMETYPES, UploadError, sent_files
 
 bp = Blueprint("public", __name__)
 
@@ -43,24 +43,18 @@ def index():
 @bp.post("/upload")
 def upload():
     svc = services()
-    images = [f for f in request.files.getlist("images") if f.filename]
-    archives = [f for f in request.files.getlist("archive") if f.filename]
+    sent = sent_files(request.files)
     try:
-        if len(images) == 1 and not archives:
-            prediction = records.submit_image(svc, limits(), data=images[0].read(),
-                                              filename=images[0].filename,
+        if len(sent.images) == 1 and not sent.archives:
+            [(filename, data)] = sent.images
+            prediction = predictions.submit_image(svc, limits(), data=data, filename=filename,
                                               source=Source.PAGE, visitor=visitor())
             return redirect(url_for("public.result", prediction_id=prediction.id), 303)
-        files: list[tuple[str | None, bytes | UploadError]] = [
-            (f.filename, f.read()) for f in images]
-        for archive in archives:
-            files += unzip(archive.read(), archive.filename, limits())
+        files = sent.files(limits())
         if not files:
             raise UploadError("choose one or more images (or a .zip of them) first")
-        batch = records.submit_batch(svc, limits(), files=files, source=Source.PAGE,
-                                     visitor=visitor(),
-                                     name=display_name(archives[0].filename) if archives
-                                     else None)
+        batch = predictions.submit_batch(svc, limits(), files=files, source=Source.PAGE,
+                                     visitor=visitor(), name=sent.name)
     except UploadError as exc:
         return render_template("index.html", limits=limits(), error=exc.message), exc.status
     return redirect(url_for("public.batch", batch_id=batch.id), 303)
@@ -68,7 +62,7 @@ def upload():
 
 @bp.get("/p/<prediction_id>")
 def result(prediction_id: str):
-    prediction = records.get_prediction(services(), prediction_id)
+    prediction = predictions.get_prediction(services(), prediction_id)
     if prediction is None:
         abort(404, "there is no such upload")
     return render_template("result.html", p=prediction)
@@ -77,17 +71,17 @@ def result(prediction_id: str):
 @bp.get("/batches/<batch_id>")
 def batch(batch_id: str):
     svc = services()
-    found = records.get_batch(svc, batch_id)
+    found = predictions.get_batch(svc, batch_id)
     if found is None:
         abort(404, "there is no such batch")
-    return render_template("batch.html", batch=found, summary=records.batch_json(svc, found),
-                           predictions=records.batch_predictions(svc, batch_id))
+    return render_template("batch.html", batch=found, summary=predictions.batch_json(svc, found),
+                           predictions=predictions.batch_predictions(svc, batch_id))
 
 
 @bp.get("/history")
 def history():
     mine = session.get("visitor")
-    return render_template("history.html", predictions=records.history(services(), mine))
+    return render_template("history.html", predictions=predictions.history(services(), mine))
 
 
 @bp.get("/images/<prediction_id>")
@@ -128,7 +122,7 @@ def health():
 
 
 def _prediction(prediction_id: str):
-    p = records.get_prediction(services(), prediction_id)
+    p = predictions.get_prediction(services(), prediction_id)
     if p is None or not services().store.path(p.image_sha256, p.image_format).exists():
         abort(404, "there is no such image")
     return p

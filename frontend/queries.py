@@ -1,4 +1,5 @@
-"""What the admin back office asks the database: filtered records and statistics.
+"""What the admin back office reads from the database and writes to it:
+administrators' logins, filtered records, reviews and statistics.
 
 Aggregations run in SQL that SQLite and PostgreSQL share; the confidence
 histogram is binned here, as the two disagree on rounding casts.
@@ -6,20 +7,23 @@ histogram is binned here, as the two disagree on rounding casts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, case, func, select
+from sqlalchemy import ScalarResult, Select, case, func, select
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
+from werkzeug.security import check_password_hash
 
 from core.contract import MAX_VERSION
-from core.db import Prediction
+from core.db import Prediction, User, utcnow
 from core.lifecycle.status import Status
 
 PAGE_SIZE = 50
 BINS = 10
+#: Compared against when the user name is unknown, so both cases take as long.
+_DUMMY_HASH = "scrypt:32768:8:1$0000000000000000$" + "0" * 128
 
 
 class FilterError(ValueError):
@@ -95,6 +99,10 @@ class RecordFilter:
                                "wrong": p.correct.is_(False)}[self.reviewed])
         return statement.where(*conditions)
 
+    def failed(self) -> RecordFilter | None:
+        """The failed records among those this selects; None when it asks for another status."""
+        return replace(self, status=Status.FAILED) if self.status in ("", Status.FAILED) else None
+
     def query_args(self) -> dict[str, str]:
         """The filter as URL parameters, for links to other pages and the CSV export."""
         out = {}
@@ -103,6 +111,17 @@ class RecordFilter:
             if value not in (None, ""):
                 out[f.name] = value.isoformat() if isinstance(value, date) else str(value)
         return out
+
+
+def authenticate(session: Session, username: str, password: str) -> User | None:
+    """The administrator these credentials name, their login time stamped; None
+    if either is wrong."""
+    user = session.scalar(select(User).where(User.username == username))
+    valid = check_password_hash(user.password_hash if user else _DUMMY_HASH, password)
+    if not (user and valid):
+        return None
+    user.last_login_at = utcnow()
+    return user
 
 
 def records(session: Session, flt: RecordFilter, page: int) -> tuple[list[Prediction], int]:
@@ -121,6 +140,29 @@ def count(session: Session, flt: RecordFilter) -> int:
 def all_records(session: Session, flt: RecordFilter):
     return session.scalars(flt.apply(select(Prediction)).order_by(Prediction.created_at.desc())
                            .execution_options(yield_per=500))
+
+
+def failed_ids(session: Session, flt: RecordFilter) -> list[str]:
+    failed = flt.failed()
+    return list(session.scalars(failed.apply(select(Prediction.id)))) if failed else []
+
+
+def reviewed(session: Session) -> ScalarResult[Prediction]:
+    """Every reviewed record, by true label and then oldest first."""
+    return session.scalars(select(Prediction).where(Prediction.true_label.is_not(None))
+                           .order_by(Prediction.true_label, Prediction.created_at))
+
+
+def save_review(session: Session, prediction_id: str, *, right: bool, true_label: str | None,
+                reviewer: str) -> Prediction:
+    """An administrator's verdict on a record's label; `true_label` is what the
+    image really shows, read only when the label is wrong."""
+    row = session.get(Prediction, prediction_id)
+    row.correct = right
+    row.true_label = row.label if right else true_label.strip()
+    row.reviewed_at = utcnow()
+    row.reviewed_by = reviewer
+    return row
 
 
 def labels(session: Session) -> list[str]:

@@ -1,4 +1,4 @@
-"""Checking uploaded files before anything is stored.
+"""Reading the files a form sent and checking them before anything is stored.
 
 The type comes from the content (Pillow), never from the file name. Sizes are
 checked before decoding, pixel counts from the header before the pixels are
@@ -20,10 +20,14 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.settings import Settings
+
+if TYPE_CHECKING:
+    from werkzeug.datastructures import FileStorage, MultiDict
 
 #: What Serving's tf.io.decode_image reads, with the file extension stored. MPO
 #: is a camera JPEG carrying a second picture: a JPEG to any decoder.
@@ -78,6 +82,41 @@ class CheckedImage:
     height: int
 
 
+@dataclass(frozen=True)
+class SentFiles:
+    """The files of one upload form, read: loose images and .zip archives, each
+    as (name as sent, content)."""
+
+    images: list[tuple[str | None, bytes]]
+    archives: list[tuple[str | None, bytes]]
+
+    @property
+    def name(self) -> str | None:
+        """A batch's name: its first archive's."""
+        return display_name(self.archives[0][0]) if self.archives else None
+
+    def files(self, limits: Limits) -> list[tuple[str | None, bytes | UploadError]]:
+        """The loose images, then every archive's members; raises UploadError for
+        an archive that cannot be read."""
+        files: list[tuple[str | None, bytes | UploadError]] = list(self.images)
+        for name, data in self.archives:
+            files += unzip(data, name, limits)
+        return files
+
+
+def sent_files(parts: MultiDict[str, FileStorage]) -> SentFiles:
+    """The file fields 'images' and 'archive' (the page and the API take the same).
+    A browser form with no file chosen sends a part with neither a name nor
+    content: such parts are left out. A named empty file stays, to be refused as
+    empty, and so does content without a name."""
+
+    def read(field: str) -> list[tuple[str | None, bytes]]:
+        found = [(part.filename, part.read()) for part in parts.getlist(field)]
+        return [(name, data) for name, data in found if name or data]
+
+    return SentFiles(images=read("images"), archives=read("archive"))
+
+
 def display_name(filename: str | None) -> str:
     """The name as sent, folders kept (a .zip's, a client's relative paths) but
     never absolute (POSIX, a Windows drive or a UNC share) or climbing out, and
@@ -91,14 +130,19 @@ def display_name(filename: str | None) -> str:
     return (name or "upload")[-255:]
 
 
+def guard_pixels(pixels: int) -> None:
+    """Pillow's own decompression-bomb guard at the site's pixel limit: past twice
+    that, Image.open refuses an image before reading its pixels, and check_image
+    refuses the rest from the header with a clearer message. Pillow keeps the
+    limit in a process-wide global, so it is set once, when the app is made."""
+    Image.MAX_IMAGE_PIXELS = pixels
+
+
 def check_image(data: bytes, filename: str | None, limits: Limits) -> CheckedImage:
     name = display_name(filename)
     if not data:
         raise UploadError(f"{name}: the file is empty")
     _check_size(name, len(data), limits)
-    # Pillow's own guard then refuses what is far beyond the limit before
-    # reading it; the check below refuses the rest with a clearer message.
-    Image.MAX_IMAGE_PIXELS = limits.pixels
     try:
         # Only the formats we take: Pillow's other plugins need not parse strangers' bytes.
         image = Image.open(io.BytesIO(data), formats=OPENERS)

@@ -752,10 +752,10 @@ def test_an_orientation_tag_that_is_not_a_number_leaves_the_photo_as_it_is(clien
 
 
 def test_long_polls_past_the_waiting_limit_answer_at_once(client, app, env):
-    from frontend import records
+    from frontend import predictions
 
     created = post_image(client, photo_bytes()).json
-    taken = [records._waiters.acquire(blocking=False) for _ in range(records.MAX_WAITERS)]
+    taken = [predictions._waiters.acquire(blocking=False) for _ in range(predictions.MAX_WAITERS)]
     try:
         assert all(taken)
         started = time.monotonic()
@@ -764,4 +764,4 @@ def test_long_polls_past_the_waiting_limit_answer_at_once(client, app, env):
         assert body["status"] == "queued"
     finally:
         for _ in taken:
-            records._waiters.release()
+            predictions._waiters.release()

@@ -1,0 +1,43 @@
+"""Statistics: the records' figures from the database and the queue's from Redis."""
+
+from __future__ import annotations
+
+from flask import jsonify, render_template
+from redis import RedisError
+from rq import Worker
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+
+from frontend import queries
+from frontend.admin import bp
+from frontend.services import services
+
+
+@bp.get("/stats")
+def stats():
+    with services().db.session() as db:
+        figures = queries.statistics(db)
+    return render_template("admin/stats.html", s=figures, queue=_queue_state())
+
+
+@bp.get("/api/stats")
+def api_stats():
+    with services().db.session() as db:
+        figures = queries.statistics(db)
+    return jsonify(figures | {"queue": _queue_state()})
+
+
+def _queue_state() -> dict:
+    queue = services().queue
+    try:
+        return {
+            "queued": len(queue),
+            "running": StartedJobRegistry(queue=queue).count,
+            "scheduled": ScheduledJobRegistry(queue=queue).count,
+            "failed": FailedJobRegistry(queue=queue).count,
+            "workers": [{"name": w.name, "state": w.get_state(),
+                         "job": w.get_current_job_id()} for w in Worker.all(queue=queue)],
+            "error": None,
+        }
+    except RedisError as exc:
+        return {"queued": None, "running": None, "scheduled": None, "failed": None,
+                "workers": [], "error": f"Redis is unreachable: {exc}"}
