@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -72,23 +71,6 @@ def running(args: list[str], log_path: Path) -> Iterator[ServingProcess]:
         yield server
     finally:
         assert server.stop() == 0, server.log()[-2000:]
-
-
-def free_port() -> int:
-    """A port nothing listens on now: for a process that must come back at the same address."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    """Polls until true; returns the seconds it took."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if condition():
-            return time.monotonic() - started
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def available_versions(client: ServingClient) -> set[int]:

@@ -36,12 +36,20 @@ from urllib.parse import quote
 
 import pytest
 from markupsafe import escape
-from PIL import Image, ImageDraw
+from PIL import Image
 from sqlalchemy import select
 
 from core.db import Batch, Prediction, Status
 from core.settings import ROOT
-from tests.test_web_uploads import zip_bytes
+from tests.factories import (
+    add_prediction,
+    image_bytes,
+    noise_png,
+    png,
+    png_claiming,
+    stored_prediction,
+    zip_bytes,
+)
 from tests.web_fixtures import ADMIN_NAME, ADMIN_PASSWORD, csrf_token
 
 LIMITS = {"MAX_IMAGE_BYTES": 60_000, "MAX_REQUEST_BYTES": 200_000,
@@ -50,32 +58,6 @@ BOUNDARY = "bad-inputs-boundary-7f3a"
 
 
 # --- making files ---------------------------------------------------------------------------
-
-def image_bytes(seed: int = 0, fmt: str = "JPEG", size: tuple[int, int] = (64, 48)) -> bytes:
-    """A small image whose bytes differ from seed to seed."""
-    image = Image.new("RGB", size, (seed * 37 % 256, seed * 91 % 256, seed * 53 % 256))
-    ImageDraw.Draw(image).rectangle((seed % 20, 5, seed % 20 + 20, 30), fill=(250, 250, 250))
-    out = io.BytesIO()
-    image.save(out, fmt)
-    return out.getvalue()
-
-
-def _chunk(kind: bytes, body: bytes) -> bytes:
-    return (struct.pack(">I", len(body)) + kind + body
-            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
-
-
-def png(width: int, height: int, idat: bytes, color_type: int = 2) -> bytes:
-    """A well-formed PNG of 8-bit pixels with the given (compressed) pixel data."""
-    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", idat)
-            + _chunk(b"IEND", b""))
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims width x height: a few bytes of pixels."""
-    return png(width, height, zlib.compress(b"\x00" * 64))
-
 
 def png_bomb(side: int = 3000) -> bytes:
     """A real decompression bomb: side x side grey pixels, all of them there, that
@@ -107,14 +89,6 @@ def jpeg_claiming(width: int, height: int) -> bytes:
     sof = data.index(b"\xff\xc0")
     data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
     return bytes(data)
-
-
-def noise_png(side: int) -> bytes:
-    """Random pixels: about 3 * side**2 bytes, since they do not compress."""
-    pixels = Image.frombytes("RGB", (side, side), random.Random(side).randbytes(side * side * 3))
-    out = io.BytesIO()
-    pixels.save(out, "PNG", compress_level=1)
-    return out.getvalue()
 
 
 def _patch_zip(data: bytes, local: dict[int, bytes], central: dict[int, bytes]) -> bytes:
@@ -250,8 +224,7 @@ class Site:
                 select(Batch.id, Batch.name, Batch.total, Batch.rejected))}
 
     def prediction(self, prediction_id: str) -> Prediction:
-        with self.services.db.session() as session:
-            return session.get(Prediction, prediction_id)
+        return stored_prediction(self.services.db, prediction_id)
 
     def files(self) -> dict[str, str]:
         """Every file under the test's folder (the upload folder is one of its children)."""
@@ -284,17 +257,8 @@ class Site:
 
     # records made straight in the database, for the back office's forms
     def add_record(self, seed: int, **fields) -> str:
-        data = image_bytes(seed)
-        values = {"source": "page", "filename": f"record-{seed}.jpg",
-                  "image_sha256": self.services.store.put(data, "jpg"), "image_format": "jpg",
-                  "width": 64, "height": 48, "size_bytes": len(data),
-                  "status": Status.DONE, "label": "apple", "confidence": 0.9,
-                  "top_k": [{"label": "apple", "score": 0.9}, {"label": "pear", "score": 0.1}],
-                  "model_version": 1} | fields
-        with self.services.db.session() as session:
-            prediction = Prediction(**values)
-            session.add(prediction)
-        return prediction.id
+        return add_prediction(self.services.db, self.services.store, seed,
+                              filename=f"record-{seed}.jpg", **fields)
 
     def admin(self):
         """A second client, logged into the back office."""

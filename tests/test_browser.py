@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,8 +33,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from core.settings import ROOT
-from tests.conftest import SHAPES, draw_photo
-from tests.serving_process import wait_until
+from tests.factories import SHAPES, free_port, photo_file, wait_until, zip_bytes
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, ConsoleMessage, Page
@@ -102,12 +100,6 @@ def browser(chromium: Path) -> Iterator[Browser]:
         launched.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _healthy(url: str, process: subprocess.Popen, log: Path) -> bool:
     if process.poll() is not None:
         raise AssertionError(f"gunicorn exited with {process.returncode}:\n"
@@ -126,7 +118,7 @@ def site(request: pytest.FixtureRequest, env: dict[str, str], serving, tmp_path:
     ones given as the fixture's indirect parameter, which the workers see too)."""
     for key, value in getattr(request, "param", {}).items():
         monkeypatch.setenv(key, value)
-    port = _free_port()
+    port = free_port()
     bind = f"127.0.0.1:{port}"
     log = tmp_path / "gunicorn.log"
     with log.open("w") as out:
@@ -193,13 +185,6 @@ def visit(browser: Browser, site: str, request: pytest.FixtureRequest) -> Iterat
     assert not late, "script errors after the last step:\n" + "\n".join(late)
 
 
-def photo(folder: Path, kind: str, seed: int, suffix: str = ".jpg") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{kind}-{seed}{suffix}"
-    draw_photo(kind, seed=seed).save(path)
-    return path
-
-
 def table_rows(page: Page, selector: str) -> list[list[str]]:
     """The cells' text of a table's rows, header row left out."""
     rows = page.locator(f"{selector} tr").all()
@@ -211,7 +196,7 @@ def test_an_uploaded_photo_shows_its_label_and_model_version(
     from playwright.sync_api import expect
 
     page = visit.page
-    picture = photo(tmp_path / "photos", "circle", 7)
+    picture = photo_file(tmp_path / "photos", "circle", 7)
     page.goto("/")
     expect(page.get_by_role("heading", name="What is in your photo?")).to_be_visible()
     visit.check("upload-page")
@@ -251,7 +236,7 @@ def test_a_batch_shows_its_progress_up_to_100_percent_and_counts_per_class(
 
     page = visit.page
     page.add_init_script(PROGRESS_WATCH)
-    pictures = [photo(tmp_path / "photos", kind, seed, suffix)
+    pictures = [photo_file(tmp_path / "photos", kind, seed, suffix)
                 for seed, suffix in enumerate([".jpg", ".png", ".webp", ".gif"])
                 for kind in SHAPES]
     notes = tmp_path / "photos" / "notes.txt"
@@ -309,10 +294,10 @@ def test_a_zip_becomes_a_batch_named_for_it_that_lists_the_files_it_refused(
 
     page = visit.page
     archive = tmp_path / "photos.zip"
-    with zipfile.ZipFile(archive, "w") as out:
-        for seed, kind in enumerate(SHAPES, start=30):
-            out.write(photo(tmp_path / "photos", kind, seed), f"photos/{kind}-{seed}.jpg")
-        out.writestr("photos/notes.txt", "not an image")
+    archive.write_bytes(zip_bytes({
+        **{f"photos/{kind}-{seed}.jpg": photo_file(tmp_path / "photos", kind, seed).read_bytes()
+           for seed, kind in enumerate(SHAPES, start=30)},
+        "photos/notes.txt": b"not an image"}))
     page.goto("/")
     page.get_by_label("or a .zip of images").set_input_files(archive)
     visit.check("zip-chosen")
@@ -357,7 +342,7 @@ def test_an_admin_corrects_a_label_and_exports_the_reviewed_set(
 
     page = visit.page
     name, password = admin_user
-    pictures = {kind: photo(tmp_path / "photos", kind, seed)
+    pictures = {kind: photo_file(tmp_path / "photos", kind, seed)
                 for seed, kind in enumerate(SHAPES, start=20)}
     results = {kind: _classified(page, picture) for kind, picture in pictures.items()}
     target, found = pictures["triangle"], results["triangle"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_dataset
+from tests.factories import make_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 

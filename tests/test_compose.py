@@ -36,7 +36,7 @@ from rq import SimpleWorker
 from sqlalchemy.engine import make_url
 
 from core.settings import ROOT, Settings
-from tests.serving_process import free_port
+from tests.factories import free_port
 from tests.web_fixtures import REDIS
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"

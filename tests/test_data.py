@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_dataset
+from tests.factories import make_dataset
 from trainer import data
 from trainer.errors import DatasetError
 

@@ -11,14 +11,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tests.conftest import draw_photo
+from tests.factories import draw_photo, encoded
 from trainer import export
-
-
-def encoded(image: Image.Image, fmt: str) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt)
-    return buffer.getvalue()
 
 
 def keras_scores(model, photos: list[Image.Image]) -> np.ndarray:

@@ -18,7 +18,6 @@ PostgreSQL (production's database) only.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import signal
@@ -37,10 +36,10 @@ from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from sqlalchemy import select
 
-from core.db import Database, Prediction
+from core.db import Prediction
 from core.settings import ROOT
-from tests.conftest import SHAPES, draw_photo
-from tests.serving_process import ServingProcess, free_port, wait_until
+from tests.factories import SHAPES, database, free_port, part, photo_bytes, wait_until
+from tests.serving_process import ServingProcess
 from tests.web_fixtures import csrf_token, run_worker
 
 KINDS = sorted(SHAPES)
@@ -56,15 +55,14 @@ postgresql_only = pytest.mark.parametrize("database_url", ["postgresql"], indire
 # -- uploads and records ---------------------------------------------------------------------
 
 def small_photo(i: int, fmt: str = "PNG") -> bytes:
-    out = io.BytesIO()
-    draw_photo(KINDS[i % 3], seed=5000 + i).resize((64, 64)).save(out, fmt)
-    return out.getvalue()
+    """The drills' i-th photo: 64x64, so that a batch of 200 uploads in a moment."""
+    return photo_bytes(KINDS[i % 3], seed=5000 + i, fmt=fmt, resize=(64, 64))
 
 
 def post_batch(client, count: int) -> list[str]:
     """A batch of `count` 64x64 images (JPEG and PNG); returns its records' ids."""
-    files = [(io.BytesIO(small_photo(i, "PNG" if i % 2 else "JPEG")),
-              f"{KINDS[i % 3]}-{i:03d}.{'png' if i % 2 else 'jpg'}") for i in range(count)]
+    files = [part(small_photo(i, "PNG" if i % 2 else "JPEG"),
+                  f"{KINDS[i % 3]}-{i:03d}.{'png' if i % 2 else 'jpg'}") for i in range(count)]
     response = client.post("/api/batches", data={"images": files})
     assert response.status_code == 202, response.get_data(as_text=True)[:500]
     batch = response.json
@@ -76,7 +74,7 @@ def post_batch(client, count: int) -> list[str]:
 
 def upload(client, i: int) -> str:
     response = client.post("/api/predictions",
-                           data={"image": (io.BytesIO(small_photo(i)), f"one-{i}.png")})
+                           data={"image": part(small_photo(i), f"one-{i}.png")})
     assert response.status_code == 202, response.get_data(as_text=True)[:500]
     return response.json["id"]
 
@@ -84,10 +82,13 @@ def upload(client, i: int) -> str:
 class Records:
     """The drill's records, read straight from the database. Each is remembered
     as it was when first seen done: a record done must never change again (no
-    second result, no second finish). (A failed one may: an administrator's retry.)"""
+    second result, no second finish). (A failed one may: an administrator's retry.)
+    Read every 10 ms while a worker is being caught mid-job, so through one
+    connection pool for the whole drill, closed by `close`."""
 
     def __init__(self, database_url: str, ids: list[str]):
-        self.db = Database(database_url)
+        self._closing = contextlib.ExitStack()
+        self.db = self._closing.enter_context(database(database_url))
         self.ids = ids  # the drill may add to it
         self.first_done: dict[str, tuple] = {}
 
@@ -110,14 +111,9 @@ class Records:
 
     def wait_all(self, status: str, timeout: float) -> float:
         """Seconds until every record has `status`, polling the database."""
-        started = time.monotonic()
-        while True:
-            counts = self.statuses()
-            if counts[status] == len(self.ids):
-                return time.monotonic() - started
-            if time.monotonic() - started > timeout:
-                raise AssertionError(f"after {timeout} s: {dict(counts)}; wanted all {status}")
-            time.sleep(0.25)
+        return wait_until(lambda: self.statuses()[status] == len(self.ids), timeout,
+                          f"all {len(self.ids)} records {status}", interval=0.25,
+                          detail=lambda: f"statuses {dict(self.statuses())}")
 
     def assert_all_done_once(self) -> dict[str, Prediction]:
         rows = self.rows()
@@ -131,7 +127,7 @@ class Records:
         return rows
 
     def close(self) -> None:
-        self.db.dispose()
+        self._closing.close()
 
 
 class Published:

@@ -12,9 +12,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,24 +21,12 @@ import requests
 
 from core import launch
 from core.settings import ROOT, Settings
-from tests.conftest import draw_photo
-from tests.serving_process import free_port
+from tests.factories import free_port, listening, photo_bytes, wait_until
 
 
-def listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def wait_until(check, timeout: float, what: str, log: Path):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.5)
-    pytest.fail(f"{what} within {timeout:.0f} s; make run printed:\n{log.read_text()[-6000:]}")
+def printed(log: Path) -> Callable[[], str]:
+    """What make run printed so far, for a failure message."""
+    return lambda: f"make run printed:\n{log.read_text()[-6000:]}"
 
 
 def classify(site: str, photo: bytes) -> dict:
@@ -61,14 +48,6 @@ def served_versions(serving: str) -> set[int]:
         return set()
     return {int(v["version"]) for v in status.get("model_version_status", [])
             if v["state"] == "AVAILABLE"}
-
-
-def png(kind: str) -> bytes:
-    from io import BytesIO
-
-    out = BytesIO()
-    draw_photo(kind, seed=7).save(out, "PNG")
-    return out.getvalue()
 
 
 def test_make_run_trains_serves_rolls_out_and_stops_on_ctrl_c(tmp_path: Path, shapes_dir: Path,
@@ -94,9 +73,9 @@ def test_make_run_trains_serves_rolls_out_and_stops_on_ctrl_c(tmp_path: Path, sh
     site = f"http://127.0.0.1:{web}"
     try:
         wait_until(lambda: served_versions(f"http://127.0.0.1:{serving}") == {1}, 600,
-                   "no first version was trained and served", log)
-        wait_until(lambda: listening(web), 60, "the site did not start", log)
-        first = classify(site, png("circle"))
+                   "a first version trained and served", interval=0.5, detail=printed(log))
+        wait_until(lambda: listening(web), 60, "the site", interval=0.5, detail=printed(log))
+        first = classify(site, photo_bytes("circle", 7, "PNG"))
         assert first["status"] == "done", first
         assert first["model_version"] == 1
         assert first["label"] in ("circle", "square", "triangle")
@@ -106,8 +85,8 @@ def test_make_run_trains_serves_rolls_out_and_stops_on_ctrl_c(tmp_path: Path, sh
         shutil.copytree(models / "classifier" / "1", staging)
         staging.rename(models / "classifier" / "2")
         wait_until(lambda: 2 in served_versions(f"http://127.0.0.1:{serving}"), 120,
-                   "version 2 was not rolled out", log)
-        second = classify(site, png("square"))
+                   "version 2 rolled out", interval=0.5, detail=printed(log))
+        second = classify(site, photo_bytes("square", 7, "PNG"))
         assert second["model_version"] == 2, second
         page = requests.get(f"{site}/p/{second['id']}", timeout=10).text
         assert "Model version 2 ·" in page

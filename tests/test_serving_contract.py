@@ -16,7 +16,8 @@ import pytest
 import requests
 
 from core.settings import get_settings
-from tests.serving_process import ServingProcess, available_versions, wait_until
+from tests.factories import wait_until
+from tests.serving_process import ServingProcess, available_versions
 
 MODEL = "saved_model_half_plus_two_2_versions"
 TESTDATA = get_settings().shared_dir / "tfserving-testdata"

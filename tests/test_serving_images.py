@@ -14,7 +14,8 @@ from PIL import Image
 
 from core.serving_client import ServingClient, ServingRequestError
 from core.settings import get_settings
-from tests.serving_process import ServingProcess, available_versions, wait_until
+from tests.factories import encoded, wait_until
+from tests.serving_process import ServingProcess, available_versions
 from trainer import export
 
 MODEL = "fruits"
@@ -91,9 +92,7 @@ def test_png_and_webp_uploads_are_decoded_by_the_model(server, test_photos):
     photo = Image.open(io.BytesIO(test_photos[0][0]))
     answers = []
     for fmt in ("PNG", "WEBP", "JPEG"):
-        buffer = io.BytesIO()
-        photo.save(buffer, fmt)
-        answers.append(ServingClient(server.url, MODEL).classify([buffer.getvalue()])[0].label)
+        answers.append(ServingClient(server.url, MODEL).classify([encoded(photo, fmt)])[0].label)
     assert len(set(answers)) == 1
 
 

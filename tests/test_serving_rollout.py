@@ -17,7 +17,8 @@ import requests
 import tensorflow as tf
 
 from core.serving_client import ServingClient, ServingRequestError
-from tests.serving_process import available_versions, running, wait_until
+from tests.factories import wait_until
+from tests.serving_process import available_versions, running
 
 POLL_SECONDS = 1.0
 

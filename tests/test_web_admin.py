@@ -25,9 +25,10 @@ from PIL import Image
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash
 
-from core.db import Database, Prediction, Status, User
+from core.db import Database, Status, User
 from core.settings import DEV_SECRET_KEY, ROOT, Settings, SettingsError
 from core.storage import ImageStore
+from tests.factories import add_prediction, database, image_bytes, stored_prediction
 from tests.web_fixtures import csrf_token
 
 WRONG_LOGIN = "wrong user name or password"
@@ -35,19 +36,10 @@ WRONG_LOGIN = "wrong user name or password"
 MARCH = datetime(2026, 3, 1, 10, 0)
 
 
-def jpeg_bytes(seed: int, size: tuple[int, int] = (64, 48)) -> bytes:
-    """A small JPEG whose bytes differ from seed to seed."""
-    image = Image.new("RGB", size, (seed * 37 % 256, seed * 91 % 256, seed * 53 % 256))
-    out = io.BytesIO()
-    image.save(out, "JPEG")
-    return out.getvalue()
-
-
 @pytest.fixture
 def db(env: dict[str, str]) -> Iterator[Database]:
-    database = Database(env["DATABASE_URL"])
-    yield database
-    database.dispose()
+    with database(env["DATABASE_URL"]) as opened:
+        yield opened
 
 
 @pytest.fixture
@@ -57,26 +49,11 @@ def store(env: dict[str, str]) -> ImageStore:
 
 @pytest.fixture
 def add_record(db: Database, store: ImageStore) -> Callable[..., str]:
-    """Adds one Prediction (done, "apple" at 0.9 by default) with a stored JPEG; returns its id."""
+    """Adds one Prediction (done, "apple" at 0.9, on MARCH 1st by default) with a stored
+    JPEG, image_bytes(seed); returns its id."""
 
     def add(seed: int = 0, **fields) -> str:
-        data = jpeg_bytes(seed)
-        status = fields.get("status", Status.DONE)
-        label = fields.get("label", "apple" if status == Status.DONE else None)
-        confidence = fields.get("confidence", 0.9 if label else None)
-        values = {
-            "status": status, "label": label, "confidence": confidence,
-            "top_k": [{"label": label, "score": confidence},
-                      {"label": "pear", "score": round(1 - confidence, 6)}] if label else None,
-            "model_version": 1 if label else None, "source": "page",
-            "created_at": MARCH, "filename": f"photo-{seed}.jpg",
-            "image_sha256": store.put(data, "jpg"), "image_format": "jpg",
-            "width": 64, "height": 48, "size_bytes": len(data),
-        } | fields
-        with db.session() as session:
-            prediction = Prediction(**values)
-            session.add(prediction)
-        return prediction.id
+        return add_prediction(db, store, seed, **({"created_at": MARCH} | fields))
 
     return add
 
@@ -110,11 +87,6 @@ def sample(add_record: Callable[..., str]) -> dict[str, str]:
         "e": add_record(5, filename="e.jpg", status=Status.QUEUED, source="page",
                         created_at=MARCH + timedelta(days=3)),
     }
-
-
-def stored(db: Database, prediction_id: str) -> Prediction:
-    with db.session() as session:
-        return session.get(Prediction, prediction_id)
 
 
 def login(client, username: str, password: str, **kwargs):
@@ -173,7 +145,7 @@ def test_an_anonymous_review_is_refused_and_changes_nothing(client, add_record, 
     with_token = client.post(path, data={"verdict": "wrong", "true_label": "pear",
                                          "csrf_token": token})
     assert redirects_to_login(with_token, path)
-    p = stored(db, prediction_id)
+    p = stored_prediction(db, prediction_id)
     assert (p.correct, p.true_label, p.reviewed_at, p.reviewed_by) == (None, None, None, None)
 
 
@@ -236,11 +208,11 @@ def test_a_review_without_a_csrf_token_is_refused_and_stores_nothing(admin_clien
     response = admin_client.post(f"/admin/records/{prediction_id}/review",
                                  data={"verdict": "right"})
     assert response.status_code == 400
-    assert stored(db, prediction_id).correct is None
+    assert stored_prediction(db, prediction_id).correct is None
     wrong_token = admin_client.post(f"/admin/records/{prediction_id}/review",
                                     data={"verdict": "right", "csrf_token": "forged"})
     assert wrong_token.status_code == 400
-    assert stored(db, prediction_id).reviewed_at is None
+    assert stored_prediction(db, prediction_id).reviewed_at is None
 
 
 def test_a_logout_without_a_csrf_token_keeps_the_session(admin_client):
@@ -437,7 +409,7 @@ def test_the_record_page_shows_the_record(admin_client, add_record):
     assert "2026-03-01 10:00:00" in html
     assert 'id="review"' in html and 'name="csrf_token"' in html
     image = admin_client.get(f"/images/{prediction_id}")
-    assert image.status_code == 200 and image.data == jpeg_bytes(7)
+    assert image.status_code == 200 and image.data == image_bytes(7)
     assert admin_client.get("/admin/records/nosuchrecord").status_code == 404
 
 
@@ -455,7 +427,7 @@ def test_marking_a_record_right_stores_its_label_as_the_truth(admin_client, add_
     response = review(admin_client, prediction_id, verdict="right", true_label="ignored")
     assert response.status_code == 303
     assert response.headers["Location"] == f"/admin/records/{prediction_id}"
-    p = stored(db, prediction_id)
+    p = stored_prediction(db, prediction_id)
     assert (p.correct, p.true_label, p.reviewed_by) == (True, "banana", "admin")
     assert p.reviewed_at is not None
     page = admin_client.get(response.headers["Location"]).get_data(as_text=True)
@@ -471,7 +443,7 @@ def test_marking_a_record_wrong_without_a_true_label_is_refused(admin_client, ad
     response = review(admin_client, prediction_id, **data)
     assert response.status_code == 400
     assert "say what the image really shows" in response.get_data(as_text=True)
-    p = stored(db, prediction_id)
+    p = stored_prediction(db, prediction_id)
     assert (p.correct, p.true_label, p.reviewed_at, p.reviewed_by) == (None, None, None, None)
 
 
@@ -480,14 +452,14 @@ def test_marking_a_record_wrong_stores_the_true_label_and_the_reviewer(admin_cli
     prediction_id = add_record()
     response = review(admin_client, prediction_id, verdict="wrong", true_label="  cherry ")
     assert response.status_code == 303
-    p = stored(db, prediction_id)
+    p = stored_prediction(db, prediction_id)
     assert (p.correct, p.true_label, p.reviewed_by) == (False, "cherry", "admin")
     assert p.label == "apple"
     assert "marked wrong: cherry" in admin_client.get(
         f"/admin/records/{prediction_id}").get_data(as_text=True)
     # A second opinion replaces the first.
     assert review(admin_client, prediction_id, verdict="right").status_code == 303
-    p = stored(db, prediction_id)
+    p = stored_prediction(db, prediction_id)
     assert (p.correct, p.true_label) == (True, "apple")
 
 
@@ -495,11 +467,11 @@ def test_a_review_needs_a_verdict_and_a_labelled_record(admin_client, add_record
     done = add_record()
     assert review(admin_client, done, true_label="pear").status_code == 400
     assert review(admin_client, done, verdict="maybe").status_code == 400
-    assert stored(db, done).correct is None
+    assert stored_prediction(db, done).correct is None
     failed = add_record(1, status=Status.FAILED, error="broken")
     response = review(admin_client, failed, verdict="right")
     assert response.status_code == 409
-    assert stored(db, failed).correct is None
+    assert stored_prediction(db, failed).correct is None
     token = csrf_token(admin_client, f"/admin/records/{done}")
     missing = admin_client.post("/admin/records/nosuchrecord/review",
                                 data={"csrf_token": token, "verdict": "right"})
@@ -512,10 +484,10 @@ def test_the_review_export_holds_reviewed_images_by_true_label(admin_client, sam
     assert response.mimetype == "application/zip"
     with zipfile.ZipFile(io.BytesIO(response.data)) as archive:
         entries = {name: archive.read(name) for name in archive.namelist()}
-    a, b = stored(db, sample["a"]), stored(db, sample["b"])
+    a, b = stored_prediction(db, sample["a"]), stored_prediction(db, sample["b"])
     assert entries == {
-        f"dataset/apple/{a.image_sha256[:16]}.jpg": jpeg_bytes(1),
-        f"dataset/cherry/{b.image_sha256[:16]}.jpg": jpeg_bytes(2),
+        f"dataset/apple/{a.image_sha256[:16]}.jpg": image_bytes(1),
+        f"dataset/cherry/{b.image_sha256[:16]}.jpg": image_bytes(2),
     }
 
 
@@ -548,7 +520,7 @@ def test_retrying_a_failed_record_queues_it_again_with_a_fresh_budget(admin_clie
     assert 'id="retry"' in page
     response = retry(admin_client, f"/admin/records/{pid}/retry", f"/admin/records/{pid}")
     assert response.status_code == 303
-    p = stored(db, pid)
+    p = stored_prediction(db, pid)
     assert (p.status, p.error, p.attempts, p.finished_at) == (Status.QUEUED, None, 0, None)
     assert queued_job_ids(env) == [p.job_id] == [f"predict-{pid}"]
     assert "queued again" in admin_client.get(f"/admin/records/{pid}").get_data(as_text=True)
@@ -559,14 +531,14 @@ def test_only_failed_records_can_be_retried(admin_client, add_record, db, env, s
     pid = add_record(status=status)
     response = retry(admin_client, f"/admin/records/{pid}/retry", "/admin/")
     assert response.status_code == 409
-    assert stored(db, pid).status == status
+    assert stored_prediction(db, pid).status == status
     assert queued_job_ids(env) == []
 
 
 def test_a_retry_without_a_csrf_token_is_refused(admin_client, add_record, db):
     pid = add_record(status=Status.FAILED, error="lost")
     assert admin_client.post(f"/admin/records/{pid}/retry").status_code == 400
-    assert stored(db, pid).status == Status.FAILED
+    assert stored_prediction(db, pid).status == Status.FAILED
 
 
 def test_an_anonymous_retry_is_refused(client, add_record, db):
@@ -575,7 +547,7 @@ def test_an_anonymous_retry_is_refused(client, add_record, db):
     assert client.post(path).status_code == 400
     token = csrf_token(client, "/admin/login")  # an anonymous session has a token too
     assert redirects_to_login(client.post(path, data={"csrf_token": token}), path)
-    assert stored(db, pid).status == Status.FAILED
+    assert stored_prediction(db, pid).status == Status.FAILED
 
 
 def test_retry_failed_queues_the_failed_records_the_filters_select(admin_client, add_record,
@@ -587,9 +559,9 @@ def test_retry_failed_queues_the_failed_records_the_filters_select(admin_client,
     assert "Retry 3 failed" in listing
     response = retry(admin_client, "/admin/records/retry-failed?source=page", "/admin/")
     assert response.status_code == 303
-    assert {stored(db, p).status for p in pages} == {Status.QUEUED}
-    assert stored(db, api).status == Status.FAILED
-    assert stored(db, done).status == Status.DONE
+    assert {stored_prediction(db, p).status for p in pages} == {Status.QUEUED}
+    assert stored_prediction(db, api).status == Status.FAILED
+    assert stored_prediction(db, done).status == Status.DONE
     assert "3 failed records queued again" in admin_client.get(
         response.headers["Location"]).get_data(as_text=True)
     assert len(queued_job_ids(env)) == 1  # one job for the chunk
@@ -601,7 +573,7 @@ def test_retry_failed_under_another_status_filter_retries_nothing(admin_client, 
     assert "Retry" not in admin_client.get("/admin/?status=done").get_data(as_text=True)
     response = retry(admin_client, "/admin/records/retry-failed?status=done", "/admin/")
     assert response.status_code == 303 and "status=done" in response.headers["Location"]
-    assert stored(db, failed).status == Status.FAILED
+    assert stored_prediction(db, failed).status == Status.FAILED
     assert queued_job_ids(env) == []
 
 
@@ -615,7 +587,7 @@ def test_a_retry_while_redis_is_down_leaves_the_record_queued_for_the_sweeper(
         "predictions", connection=Redis(port=9, socket_connect_timeout=0.5)))
     response = admin_client.post(f"/admin/records/{pid}/retry", data={"csrf_token": token})
     assert response.status_code == 303
-    assert stored(db, pid).status == Status.QUEUED
+    assert stored_prediction(db, pid).status == Status.QUEUED
 
 
 def test_the_stats_api_counts_the_records(admin_client, sample):

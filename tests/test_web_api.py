@@ -20,7 +20,7 @@ from core import migrate
 from core.db import Base
 from core.settings import ROOT
 from frontend import client as cli
-from tests.conftest import SHAPES, draw_photo
+from tests.factories import SHAPES, photo_file
 
 
 def test_the_openapi_document_is_valid_and_lists_every_api_route(client, app):
@@ -67,9 +67,8 @@ def test_the_command_line_client_classifies_a_folder_into_a_csv(
         serving, site, worker_process, tmp_path):
     folder = tmp_path / "photos"
     for kind in SHAPES:
-        (folder / kind).mkdir(parents=True)
         for seed in range(3):
-            draw_photo(kind, seed=seed).save(folder / kind / f"{seed}.jpg")
+            photo_file(folder / kind, kind, seed)
     (folder / "notes.txt").write_text("not an image")
     out = tmp_path / "out.csv"
     code = cli.main(["classify", str(folder), "--url", site, "--out", str(out),

@@ -19,34 +19,31 @@ from redis import Redis
 from rq.job import Job
 from sqlalchemy import select
 
-from core.db import Database, Prediction
+from core.db import Prediction
 from core.lifecycle import jobs
 from core.lifecycle.connections import queue as rq_queue
 from core.settings import ROOT
-from tests.conftest import SHAPES, draw_photo
-from tests.serving_process import wait_until
+from tests.factories import (
+    SHAPES,
+    database,
+    encoded,
+    part,
+    photo_bytes,
+    session,
+    stored_prediction,
+    wait_until,
+)
 from tests.web_fixtures import run_worker
 
 
-def photo_bytes(kind: str, seed: int = 0, fmt: str = "JPEG") -> bytes:
-    out = io.BytesIO()
-    draw_photo(kind, seed=seed).save(out, fmt)
-    return out.getvalue()
-
-
 def upload(client, data: bytes, name: str = "photo.jpg") -> dict:
-    response = client.post("/api/predictions", data={"image": (io.BytesIO(data), name)})
+    response = client.post("/api/predictions", data={"image": part(data, name)})
     assert response.status_code == 202, response.json
     return response.json
 
 
 def record(env: dict[str, str], prediction_id: str) -> Prediction:
-    db = Database(env["DATABASE_URL"])
-    try:
-        with db.session() as session:
-            return session.get(Prediction, prediction_id)
-    finally:
-        db.dispose()
+    return stored_prediction(env["DATABASE_URL"], prediction_id)
 
 
 def test_an_uploaded_photo_is_classified_by_the_served_model(client, serving, trained):
@@ -80,7 +77,7 @@ def test_a_long_poll_answers_as_soon_as_the_worker_is_done(client, serving):
 
 def test_a_batch_goes_through_in_chunks_and_downloads_as_csv_and_json(
         client, serving, trained, monkeypatch):
-    files = [(io.BytesIO(photo_bytes(kind, seed)), f"{kind}-{seed}.png")
+    files = [part(photo_bytes(kind, seed), f"{kind}-{seed}.png")
              for seed in range(4) for kind in SHAPES]
     created = client.post("/api/batches", data={"images": files})
     assert created.status_code == 202, created.json
@@ -102,22 +99,18 @@ def test_a_batch_goes_through_in_chunks_and_downloads_as_csv_and_json(
 
 
 def test_a_batch_sends_its_images_to_serving_in_chunks(client, serving, env):
-    files = [(io.BytesIO(photo_bytes("circle", seed)), f"c{seed}.jpg") for seed in range(40)]
+    files = [part(photo_bytes("circle", seed), f"c{seed}.jpg") for seed in range(40)]
     batch = client.post("/api/batches", data={"images": files}).json
-    db = Database(env["DATABASE_URL"])
-    with db.session() as session:
-        job_ids = set(session.scalars(select(Prediction.job_id)
+    with session(env["DATABASE_URL"]) as reading:
+        job_ids = set(reading.scalars(select(Prediction.job_id)
                                       .where(Prediction.batch_id == batch["id"])))
-    db.dispose()
     assert len(job_ids) == 3  # CHUNK_SIZE 16: 16 + 16 + 8
 
 
 def test_an_image_serving_cannot_read_fails_alone_in_its_chunk(client, serving):
-    one_bit = io.BytesIO()
-    Image.new("1", (64, 64)).save(one_bit, "BMP")  # Pillow reads it; TensorFlow's decoder not
-    files = [(io.BytesIO(photo_bytes("circle", 1)), "good1.jpg"),
-             (io.BytesIO(one_bit.getvalue()), "bad.bmp"),
-             (io.BytesIO(photo_bytes("triangle", 2)), "good2.jpg")]
+    one_bit = encoded(Image.new("1", (64, 64)), "BMP")  # Pillow reads it; TensorFlow's decoder not
+    files = [part(photo_bytes("circle", 1), "good1.jpg"), part(one_bit, "bad.bmp"),
+             part(photo_bytes("triangle", 2), "good2.jpg")]
     batch = client.post("/api/batches", data={"images": files}).json
     run_worker()
     by_name = {p["filename"]: p for p in
@@ -240,15 +233,12 @@ def test_the_sweeper_never_reopens_a_record_finished_while_it_ran(client, env, r
 
     created = upload(client, photo_bytes("circle", 3))
     job_id = jobs.job_id([created["id"]])
-    db = Database(env["DATABASE_URL"])
-    try:
-        with db.session() as session:  # its job finished it after the sweep read the rows
-            session.execute(update(Prediction).where(Prediction.id == created["id"])
-                            .values(status=Status.DONE, label="circle"))
+    with database(env["DATABASE_URL"]) as db:
+        with db.session() as finishing:  # its job finished it after the sweep read the rows
+            finishing.execute(update(Prediction).where(Prediction.id == created["id"])
+                              .values(status=Status.DONE, label="circle"))
         assert claim(db, [created["id"]], waiting_for([created["id"]], job_id), {}) == []
         assert sweeper._fail(db, [created["id"]], job_id) == 0
-    finally:
-        db.dispose()
     after = record(env, created["id"])
     assert (after.status, after.label, after.job_id) == ("done", "circle", job_id)
 

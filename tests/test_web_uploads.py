@@ -10,12 +10,10 @@ from __future__ import annotations
 import hashlib
 import html
 import io
-import random
 import re
 import struct
 import time
 import zipfile
-import zlib
 from pathlib import Path
 
 import pytest
@@ -23,61 +21,22 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from core.db import Batch, Prediction
-from tests.conftest import draw_photo
+from tests.factories import (
+    draw_photo,
+    encoded,
+    noise_png,
+    oriented_jpeg,
+    part,
+    photo_bytes,
+    png_claiming,
+    zip_bytes,
+)
 from tests.web_fixtures import csrf_token
 
 #: Limits small enough to cross with photos made in a few milliseconds.
 SMALL = {"MAX_IMAGE_BYTES": 100_000, "MAX_REQUEST_BYTES": 2**20, "MAX_IMAGE_PIXELS": 50_000,
          "MAX_BATCH_IMAGES": 3}
 DEAD_REDIS = "redis://127.0.0.1:1/0"
-
-
-# --- making files ---------------------------------------------------------------------------
-
-def photo_bytes(kind: str = "circle", seed: int = 0, fmt: str = "JPEG",
-                size: tuple[int, int] = (160, 120), **save) -> bytes:
-    out = io.BytesIO()
-    draw_photo(kind, seed=seed, size=size).save(out, fmt, **save)
-    return out.getvalue()
-
-
-def noise_png(side: int, seed: int = 0) -> bytes:
-    """A PNG of random pixels: it barely compresses, so its size is about 3 * side**2."""
-    pixels = Image.frombytes("RGB", (side, side), random.Random(seed).randbytes(side * side * 3))
-    out = io.BytesIO()
-    pixels.save(out, "PNG", compress_level=1)
-    return out.getvalue()
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A tiny, well-formed PNG whose header claims width x height pixels of RGB, with a few
-    bytes of pixel data: decoding it would mean allocating width * height * 3 bytes."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (struct.pack(">I", len(body)) + kind + body
-                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
-
-
-def oriented_jpeg(width: int, height: int, orientation: int) -> bytes:
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    return photo_bytes("square", 5, size=(width, height), exif=exif.tobytes())
-
-
-def zip_bytes(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", compression) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return out.getvalue()
-
-
-def part(data: bytes, name: str) -> tuple[io.BytesIO, str]:
-    """A multipart file field's value for the test client."""
-    return io.BytesIO(data), name
 
 
 # --- looking at what was stored -------------------------------------------------------------
@@ -209,10 +168,8 @@ def test_a_png_named_jpg_is_accepted_and_stored_as_png(client, app, env):
 
 
 def test_a_camera_jpeg_holding_two_pictures_is_accepted_as_a_jpeg(client, app, env):
-    out = io.BytesIO()
-    draw_photo("circle", 1).save(out, "MPO", save_all=True,
-                                 append_images=[draw_photo("square", 2)])
-    data = out.getvalue()
+    data = encoded(draw_photo("circle", 1), "MPO", save_all=True,
+                   append_images=[draw_photo("square", 2)])
     assert data[:3] == b"\xff\xd8\xff"  # a JPEG to any decoder
     created = post_image(client, data, "camera.jpg")
     assert created.status_code == 202, created.json

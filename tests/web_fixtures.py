@@ -24,8 +24,9 @@ from sqlalchemy import delete
 from werkzeug.security import generate_password_hash
 
 from core import migrate
-from core.db import Batch, Database, Prediction, User
+from core.db import Batch, Prediction, User
 from core.settings import ROOT
+from tests.factories import session
 from tests.serving_process import ServingProcess
 
 REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -71,11 +72,9 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """Each database in turn, emptied before the test."""
     url = request.getfixturevalue(f"{request.param}_url")
-    db = Database(url)
-    with db.session() as session:
+    with session(url) as emptying:
         for table in (Prediction, Batch, User):
-            session.execute(delete(table))
-    db.dispose()
+            emptying.execute(delete(table))
     yield url
 
 
@@ -138,11 +137,9 @@ def admin_user(env: dict[str, str]) -> tuple[str, str]:
     """An administrator, added straight to the database and hashed with one PBKDF2
     round rather than create-admin's scrypt (0.3 s a test to make and check);
     the tests of create-admin run the command itself."""
-    db = Database(env["DATABASE_URL"])
-    with db.session() as session:
-        session.add(User(username=ADMIN_NAME, password_hash=generate_password_hash(
+    with session(env["DATABASE_URL"]) as adding:
+        adding.add(User(username=ADMIN_NAME, password_hash=generate_password_hash(
             ADMIN_PASSWORD, "pbkdf2:sha256:1")))
-    db.dispose()
     return ADMIN_NAME, ADMIN_PASSWORD
 
 
