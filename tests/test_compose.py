@@ -37,7 +37,7 @@ from sqlalchemy.engine import make_url
 
 from core.settings import ROOT, Settings
 from tests.factories import free_port
-from tests.web_fixtures import REDIS
+from tests.web_fixtures import HEALTH_REDIS_DB, REDIS
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 APP_DOCKERFILE = "docker/app.Dockerfile"
@@ -650,10 +650,6 @@ def test_web_healthcheck_needs_a_200(monkeypatch: pytest.MonkeyPatch) -> None:
         server.server_close()
     assert check.main(["web"]) == 1  # nothing listening
     assert check.main(["nonsense"]) == 1
-
-
-#: A database of its own: the web tests flush theirs (TEST_REDIS_DB) while running.
-HEALTH_REDIS_DB = 14
 
 
 def test_worker_healthcheck_needs_a_registered_worker_here(

@@ -3,9 +3,12 @@ PostgreSQL databases, the embedded Serving on a small real model, and
 `python -m worker` as a real child process.
 
 Every test using `app` runs twice, once per database. Redis is the one on
-127.0.0.1:6379 (TEST_REDIS_URL overrides it), database TEST_REDIS_DB (15 by
-default), flushed around each test; PostgreSQL is reached through
-TEST_POSTGRES_URL and each session makes its own database there.
+127.0.0.1:6379 (TEST_REDIS_URL overrides it), flushed around each test, in a
+database of each pytest-xdist worker's own: TEST_REDIS_DB (1 by default) plus
+the worker's number, so 1-4 under `-n 4`; that range must stay clear of
+HEALTH_REDIS_DB (test_compose.py's) and within Redis's 16 databases. PostgreSQL
+is reached through TEST_POSTGRES_URL and each session (each worker) makes its own
+database there.
 """
 
 from __future__ import annotations
@@ -30,15 +33,33 @@ from tests.factories import session
 from tests.serving_process import ServingProcess
 
 REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
-REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "15"))
+#: The first of the web tests' Redis databases, one per xdist worker from here up.
+REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "1"))
+#: test_compose.py's worker health check registers a worker here, never flushed.
+HEALTH_REDIS_DB = 14
+REDIS_DATABASES = 16  # Redis's default `databases`
 POSTGRES = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 ADMIN_NAME, ADMIN_PASSWORD = "admin", "correct horse battery staple"
 CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 
 
+def redis_db() -> int:
+    """This worker's Redis database: REDIS_DB plus its xdist number (gw2: REDIS_DB + 2).
+    Refuses a base that would put a worker past the last database or on
+    HEALTH_REDIS_DB, rather than share a database another worker flushes."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    used = range(REDIS_DB, REDIS_DB + workers)
+    if used.stop > REDIS_DATABASES or HEALTH_REDIS_DB in used:
+        pytest.exit(f"TEST_REDIS_DB={REDIS_DB} with {workers} workers would use Redis databases "
+                    f"{used.start}-{used.stop - 1}: they must be below {REDIS_DATABASES} and "
+                    f"leave out {HEALTH_REDIS_DB} (test_compose.py's)")
+    return REDIS_DB + index
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    url = f"{REDIS}/{REDIS_DB}"
+    url = f"{REDIS}/{redis_db()}"
     try:
         Redis.from_url(url, socket_connect_timeout=2).ping()
     except OSError as exc:
