@@ -33,7 +33,8 @@ def create_prediction():
     if upload is None:
         raise UploadError("send the image as the multipart/form-data file field 'image'")
     prediction = predictions.submit_image(services(), limits(), data=upload.read(),
-                                      filename=upload.filename, source=Source.API, visitor=None)
+                                          filename=upload.filename, source=Source.API,
+                                          visitor=None)
     url = url_for("api.read_prediction", prediction_id=prediction.id)
     body = predictions.prediction_json(prediction) | {
         "url": url, "page_url": url_for("public.result", prediction_id=prediction.id)}
@@ -58,7 +59,7 @@ def create_batch():
     if not files:
         raise UploadError("send images as file fields 'images', or a .zip as the field 'archive'")
     batch = predictions.submit_batch(services(), limits(), files=files, source=Source.API,
-                                 visitor=None, name=sent.name)
+                                     visitor=None, name=sent.name)
     url = url_for("api.read_batch", batch_id=batch.id)
     body = predictions.batch_json(services(), batch) | {
         "url": url, "page_url": url_for("public.batch", batch_id=batch.id)}

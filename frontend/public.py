@@ -48,13 +48,13 @@ def upload():
         if len(sent.images) == 1 and not sent.archives:
             [(filename, data)] = sent.images
             prediction = predictions.submit_image(svc, limits(), data=data, filename=filename,
-                                              source=Source.PAGE, visitor=visitor())
+                                                  source=Source.PAGE, visitor=visitor())
             return redirect(url_for("public.result", prediction_id=prediction.id), 303)
         files = sent.files(limits())
         if not files:
             raise UploadError("choose one or more images (or a .zip of them) first")
         batch = predictions.submit_batch(svc, limits(), files=files, source=Source.PAGE,
-                                     visitor=visitor(), name=sent.name)
+                                         visitor=visitor(), name=sent.name)
     except UploadError as exc:
         return render_template("index.html", limits=limits(), error=exc.message), exc.status
     return redirect(url_for("public.batch", batch_id=batch.id), 303)
