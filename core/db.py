@@ -101,6 +101,9 @@ class Prediction(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     label: Mapped[str | None] = mapped_column(String(255), index=True)
     confidence: Mapped[float | None] = mapped_column(Float)
+    #: The top score minus the runner-up's: small when the model hesitates
+    #: between two classes (core/uncertainty.py).
+    margin: Mapped[float | None] = mapped_column(Float)
     #: [{"label": ..., "score": ...}], best first.
     top_k: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     #: TF Serving versions are int64 (timestamps in milliseconds are common).
@@ -138,6 +141,55 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class ApiToken(Base):
+    """A bearer token for /admin/api/*, for scripts; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    user: Mapped[User] = relationship()
+
+
+class TrainingRun(Base):
+    """One retraining from the base photos plus the reviewed records, and its gate.
+
+    `active` is True while the run is queued or running and NULL after: its
+    unique index lets the database itself refuse a second active run.
+    """
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[str] = mapped_column(String(24), primary_key=True, default=new_id)
+    status: Mapped[str] = mapped_column(String(10), index=True)
+    active: Mapped[bool | None] = mapped_column(Boolean, unique=True, default=True)
+    requested_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: Written with every progress report: a running run whose heartbeat stops
+    #: belongs to a trainer worker that died (core/training.py).
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    phase: Mapped[str | None] = mapped_column(String(32))
+    #: The whole run's share done, 0..1, and the seconds it expects still to take.
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    eta_seconds: Mapped[float | None] = mapped_column(Float)
+    #: Why it failed, or what the gate decided, in a sentence.
+    message: Mapped[str | None] = mapped_column(Text)
+    #: The version number the candidate got (kept for rejected candidates too).
+    version: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    base_images: Mapped[int | None] = mapped_column(Integer)
+    reviewed_images: Mapped[int | None] = mapped_column(Integer)
+    #: The gate's figures: both versions, overall and per class, and the decision.
+    gate: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Database:

@@ -43,6 +43,19 @@ def _int(name: str, default: int, minimum: int = 1) -> int:
     return value
 
 
+def _fraction(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number between 0 and 1, not {raw!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise SettingsError(f"{name} must be between 0 and 1, not {value}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     #: Read-only material beside the checkout (weights, the fruit photos).
@@ -89,6 +102,18 @@ class Settings:
     web_threads: int
     #: RQ workers `make run` starts.
     workers: int
+    #: The RQ queue of training runs; only `python -m trainer worker` reads it.
+    training_queue: str
+    #: Seconds a training run may take before the trainer worker kills it.
+    training_timeout: int
+    #: Base features of photos by content hash, so a run computes only what is new.
+    feature_cache_dir: Path
+    #: How much worse than the serving version a candidate may be, on the reviewed
+    #: photos and on the base test split, and still be promoted (a fraction).
+    gate_margin: float
+    #: Calibrated top scores under this are shown as "not sure: X or Y?" and
+    #: come first in the review queue.
+    uncertain_below: float
     #: Where make run's embedded Redis keeps its append-only file.
     redis_data_dir: Path
     #: With both set, `db upgrade` makes this first administrator if there is none;
@@ -124,6 +149,11 @@ class Settings:
             web_workers=_int("WEB_WORKERS", 2),
             web_threads=_int("WEB_THREADS", 16),
             workers=_int("WORKERS", 2),
+            training_queue=os.environ.get("TRAINING_QUEUE") or "training",
+            training_timeout=_int("TRAINING_TIMEOUT", 3600),
+            feature_cache_dir=_path("FEATURE_CACHE_DIR", str(var / "features")),
+            gate_margin=_fraction("GATE_MARGIN", 0.02),
+            uncertain_below=_fraction("UNCERTAIN_BELOW", 0.6),
             redis_data_dir=_path("REDIS_DATA_DIR", str(var / "redis")),
             admin_username=os.environ.get("ADMIN_USERNAME") or None,
             admin_password=os.environ.get("ADMIN_PASSWORD") or None,
@@ -149,6 +179,12 @@ class Settings:
     def fruits_dir(self) -> Path:
         """The reference data set: 5 classes of real fruit photos."""
         return self.shared_dir / "datasets" / "fruits"
+
+    @property
+    def webstock_dir(self) -> Path:
+        """Web and stock photos of 3 of the fruits: photos from elsewhere, never trained on
+        by default."""
+        return self.shared_dir / "datasets" / "webstock"
 
 
 def get_settings() -> Settings:
