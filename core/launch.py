@@ -62,7 +62,7 @@ class LaunchError(RuntimeError):
 
 def honcho_argv(settings: Settings, workers: int) -> list[str]:
     """honcho on the Procfile; the site first, so honcho gives it PORT itself."""
-    processes = ["web", "worker", "serving"]
+    processes = ["web", "worker", "trainer", "serving"]
     embedded_redis = not redis_answers(settings.redis_url)
     if embedded_redis:
         redis_argv(settings)  # fails here, before anything starts, if it cannot

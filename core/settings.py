@@ -106,6 +106,9 @@ class Settings:
     training_queue: str
     #: Seconds a training run may take before the trainer worker kills it.
     training_timeout: int
+    #: Seconds without a heartbeat after which a running training run counts as
+    #: dead (its worker killed or lost); heartbeats come every 5 s.
+    training_stale_after: int
     #: Base features of photos by content hash, so a run computes only what is new.
     feature_cache_dir: Path
     #: How much worse than the serving version a candidate may be, on the reviewed
@@ -151,6 +154,7 @@ class Settings:
             workers=_int("WORKERS", 2),
             training_queue=os.environ.get("TRAINING_QUEUE") or "training",
             training_timeout=_int("TRAINING_TIMEOUT", 3600),
+            training_stale_after=_int("TRAINING_STALE_AFTER", 60, minimum=15),
             feature_cache_dir=_path("FEATURE_CACHE_DIR", str(var / "features")),
             gate_margin=_fraction("GATE_MARGIN", 0.02),
             uncertain_below=_fraction("UNCERTAIN_BELOW", 0.6),

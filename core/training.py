@@ -5,9 +5,9 @@ A run is a row in `training_runs` and one RQ job on the training queue, which
 only `python -m trainer worker` consumes. At most one run is active (queued or
 running): the row's unique `active` flag makes the database refuse a second.
 The worker reports the phase and progress, and with them a heartbeat; a
-running run whose heartbeat is older than STALE_AFTER belongs to a trainer
-worker that died (kill -9, a lost machine) and is reaped as failed by
-whichever process sees it first, its unfinished files removed.
+running run silent for longer than Settings.training_stale_after belongs to
+a trainer worker that died (kill -9, a lost machine) and is reaped as failed
+by whichever process sees it first, its unfinished files removed.
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ from core.lifecycle.status import Status
 
 #: The job function, by name: the site must not import the trainer (TensorFlow).
 TASK = "trainer.runs.execute"
-#: Seconds without a heartbeat after which a running run counts as dead. The
-#: worker beats every HEARTBEAT seconds from a thread of its own, whatever
-#: TensorFlow is busy with.
+#: Seconds between two heartbeats of a running run; the worker beats from a
+#: thread of its own, whatever TensorFlow is busy with. A run silent for
+#: Settings.training_stale_after counts as dead.
 HEARTBEAT = 5
-STALE_AFTER = timedelta(seconds=60)
 
 
 class RunStatus(StrEnum):
@@ -90,10 +89,11 @@ def finish(run: TrainingRun, status: RunStatus, message: str | None = None) -> N
         run.message = message
 
 
-def reap(session: Session, model_dir: Path, now: datetime | None = None) -> list[str]:
-    """Mark runs whose trainer worker died as failed and remove what they left
-    half written; returns their ids."""
-    limit = (now or utcnow()) - STALE_AFTER
+def reap(session: Session, model_dir: Path, *, stale_after: float,
+         now: datetime | None = None) -> list[str]:
+    """Mark runs whose trainer worker died (no heartbeat for `stale_after`
+    seconds) as failed and remove what they left half written; returns their ids."""
+    limit = (now or utcnow()) - timedelta(seconds=stale_after)
     dead = list(session.scalars(select(TrainingRun).where(
         TrainingRun.status == RunStatus.RUNNING, TrainingRun.heartbeat_at < limit)))
     for run in dead:

@@ -1,4 +1,4 @@
-"""Command line: `python -m trainer {stats,train,evaluate} --help`."""
+"""Command line: `python -m trainer {stats,train,evaluate,worker} --help`."""
 
 from __future__ import annotations
 
@@ -67,6 +67,10 @@ def parser() -> argparse.ArgumentParser:
                           help="folder with one sub folder per class")
     evaluate.add_argument("--out", type=Path, default=None,
                           help="where metrics go (default: beside the version's report)")
+
+    commands.add_parser("worker", help="execute the training runs the admin starts, one at a "
+                                       "time (reads $REDIS_URL, $DATABASE_URL, $DATASET_DIR, "
+                                       "$MODEL_BASE_PATH, $MODEL_NAME)")
     return cli
 
 

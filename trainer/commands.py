@@ -71,7 +71,15 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def worker(_args: argparse.Namespace) -> int:
+    from core.settings import get_settings
+    from trainer.worker import work
+
+    return work(get_settings())
+
+
 def run(args: argparse.Namespace) -> int:
-    return {"stats": stats, "train": train, "evaluate": evaluate}[args.command](args)
+    return {"stats": stats, "train": train, "evaluate": evaluate,
+            "worker": worker}[args.command](args)
 
 
