@@ -191,13 +191,15 @@ def stored_prediction(db: Database | str, prediction_id: str) -> Prediction | No
         return opened.get(Prediction, prediction_id)
 
 
-def add_prediction(db: Database, store: ImageStore, seed: int = 0, **fields) -> str:
-    """A Prediction written straight to the database, its image (image_bytes(seed)) in
-    the store: done, "apple" at 0.9 by version 1, unless `fields` say otherwise (a
-    status other than done has no label, so no score). Returns its id."""
+def add_prediction(db: Database, store: ImageStore, seed: int = 0, *,
+                   image: bytes | None = None, **fields) -> str:
+    """A Prediction written straight to the database, its image (`image`, or
+    image_bytes(seed)) in the store: done, "apple" at 0.9 by version 1, unless
+    `fields` say otherwise (a status other than done has no label, so no score).
+    Returns its id."""
     from core.db import Prediction, Status
 
-    data = image_bytes(seed)
+    data = image if image is not None else image_bytes(seed)
     status = fields.get("status", Status.DONE)
     label = fields.get("label", "apple" if status == Status.DONE else None)
     confidence = fields.get("confidence", 0.9 if label else None)
@@ -214,6 +216,22 @@ def add_prediction(db: Database, store: ImageStore, seed: int = 0, **fields) -> 
         prediction = Prediction(**values)
         opened.add(prediction)
     return prediction.id
+
+
+def add_reviewed_shapes(db: Database, store: ImageStore, truths: dict[str, int],
+                        seed: int = 5000) -> list[str]:
+    """Answered records of shape photos the data set does not hold, `truths[kind]`
+    of each kind, reviewed with their true kind; returns their ids."""
+    from core.db import utcnow
+
+    ids = []
+    for kind, count in truths.items():
+        for i in range(count):
+            ids.append(add_prediction(
+                db, store, image=photo_bytes(kind, seed + 100 * len(ids) + i), label=kind,
+                confidence=0.8, true_label=kind, correct=True, reviewed_at=utcnow(),
+                reviewed_by="admin"))
+    return ids
 
 
 # --- ports and waiting -----------------------------------------------------------------------

@@ -387,9 +387,8 @@ def test_every_variable_a_service_sets_is_read_by_something(
     """A misspelt setting is silently ignored: the process runs on its default."""
     project = settings_names()
     assert {"DATABASE_URL", "SECRET_KEY", "WEB_BIND", "ADMIN_PASSWORD"} <= project
-    apps = app_services(services)
     for name, service in services.items():
-        if name in apps:
+        if "build" in service:  # our images: the app's and the trainer's
             known = project | THIRD_PARTY_ENV["app"]
         else:
             known = THIRD_PARTY_ENV.get(service.get("image", "").split(":")[0], set())
@@ -526,6 +525,25 @@ def test_site_serving_and_trainer_meet_on_the_models_volume(
     assert volume_location(trainer, str(PurePosixPath(out) / name)) == (source, inside)
     assert not next(m for m in mounts(trainer) if m.source == source).read_only
     assert volume_location(trainer, data)[0].startswith(".")
+
+
+def test_the_trainer_worker_learns_from_the_uploads_and_promotes_into_the_served_folder(
+        services: dict[str, dict[str, Any]]) -> None:
+    """Its runs read reviewed uploads and the base photos, and promote a candidate by
+    renaming it within the volume Serving polls: one volume, mounted writable."""
+    [(_, base_path)] = model_configs()
+    runner, web = services["trainer-worker"], services["web"]
+    env = environment(runner)
+    assert tokens(runner["command"]) == ["worker"]
+    assert volume_location(runner, base_path) == volume_location(services["serving"], base_path)
+    models = next(m for m in mounts(runner) if m.target == env["MODEL_BASE_PATH"])
+    assert not models.read_only
+    assert volume_location(runner, env["UPLOAD_DIR"]) == volume_location(
+        web, environment(web)["UPLOAD_DIR"])
+    assert volume_location(runner, env["DATASET_DIR"])[0].startswith(".")
+    assert env["FEATURE_CACHE_DIR"] and volume_location(runner, env["FEATURE_CACHE_DIR"])
+    for name in ("REDIS_URL", "DATABASE_URL", "MODEL_NAME"):
+        assert env[name] == environment(web)[name], name
 
 
 def test_tensorflow_releases_agree(services: dict[str, dict[str, Any]]) -> None:

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -216,3 +218,53 @@ def worker_process(env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.P
         process.wait()
     log.close()
 
+
+
+@dataclass
+class Loop:
+    """The improvement loop's own processes for one test (see `loop`)."""
+
+    model_dir: Path
+    serving: ServingProcess
+    trainer: subprocess.Popen
+    trainer_log: Path
+
+    def log(self) -> str:
+        return self.trainer_log.read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture
+def loop(env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+         tmp_path_factory: pytest.TempPathFactory, dataset_copy: Path,
+         trained) -> Iterator[Loop]:
+    """A model folder of the test's own serving the shapes model as version 1,
+    polled every half second by an embedded Serving, and `python -m trainer
+    worker` learning from `dataset_copy`, which the test may change before a
+    run. The feature cache is shared by the tests of a worker, as it is by the
+    runs of one installation. Ask for it before `app` (or `site`), which must
+    see its settings."""
+    model_dir = Path(env["MODEL_BASE_PATH"]) / "classifier"
+    shutil.copytree(trained.version_dir, model_dir / "1")
+    shutil.copytree(trained.report_dir, model_dir / "reports" / "1")
+    server = ServingProcess(["--model_name=classifier", f"--model_base_path={model_dir}",
+                             "--file_system_poll_wait_seconds=0.5"],
+                            tmp_path / "loop-serving.log").start()
+    values = {"SERVING_URL": server.url, "DATASET_DIR": str(dataset_copy),
+              "FEATURE_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "features"),
+              "TRAINING_STALE_AFTER": "15"}
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    env.update(values)
+    log = tmp_path / "trainer-worker.log"
+    with log.open("w") as out:
+        trainer = subprocess.Popen([sys.executable, "-m", "trainer", "worker"], cwd=ROOT,
+                                   env=os.environ.copy(), stdout=out, stderr=subprocess.STDOUT)
+    yield Loop(model_dir, server, trainer, log)
+    if trainer.poll() is None:
+        trainer.terminate()
+        try:
+            trainer.wait(60)
+        except subprocess.TimeoutExpired:
+            trainer.kill()
+            trainer.wait()
+    server.stop()
