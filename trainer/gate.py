@@ -26,7 +26,6 @@ import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from core.serving_client import ServingClient, ServingRequestError
-from trainer.data import Example
 from trainer.fit import fit_head
 from trainer.model import build_head
 
@@ -71,22 +70,25 @@ def folds(labels: Sequence[int], seed: int) -> list[np.ndarray]:
 
 
 def cross_validate(train_x: np.ndarray, train_y: np.ndarray, owners: np.ndarray,
-                   reviewed_x: np.ndarray, reviewed: Sequence[Example], *, num_classes: int,
-                   recipe, epochs: int, on_fold=None) -> np.ndarray:
-    """Predicted class of each reviewed photo by a head that never saw it.
+                   val: tuple[np.ndarray, np.ndarray], reviewed_x: np.ndarray,
+                   reviewed_labels: Sequence[int], *, num_classes: int, recipe,
+                   on_fold=None) -> np.ndarray:
+    """Predicted class of each reviewed photo by a head that never saw it,
+    trained as the candidate's head was (same recipe, same validation split).
 
     `train_x`/`train_y` are the candidate's whole training matrix (every view
     of every photo) and `owners` the index of the reviewed photo each row came
     from (-1 for base photos), so a fold drops all of a photo's views.
     """
-    predicted = np.zeros(len(reviewed), dtype=int)
-    held_sets = folds([e.label for e in reviewed], recipe.seed)
+    predicted = np.zeros(len(reviewed_labels), dtype=int)
+    held_sets = folds(reviewed_labels, recipe.seed)
     for i, held in enumerate(held_sets):
         keep = ~np.isin(owners, held)
-        head = build_head(num_classes, recipe.dropout)
-        fit_head(head, (train_x[keep], train_y[keep]), None, epochs=epochs,
-                 learning_rate=recipe.learning_rate, patience=None,
-                 batch_size=recipe.batch_size, seed=recipe.seed + i)
+        head = build_head(num_classes, recipe.dropout, recipe.l2)
+        fit_head(head, (train_x[keep], train_y[keep]), val, epochs=recipe.epochs,
+                 learning_rate=recipe.learning_rate, patience=recipe.patience,
+                 batch_size=recipe.head_batch_size, seed=recipe.seed + i,
+                 label_smoothing=recipe.label_smoothing)
         predicted[held] = head.predict(reviewed_x[held], verbose=0).argmax(axis=1)
         if on_fold:
             on_fold((i + 1) / len(held_sets))
