@@ -27,7 +27,7 @@ from sqlalchemy import delete
 from werkzeug.security import generate_password_hash
 
 from core import migrate
-from core.db import Batch, Prediction, User
+from core.db import ApiToken, Batch, Prediction, TrainingRun, User
 from core.settings import ROOT
 from tests.factories import session
 from tests.serving_process import ServingProcess
@@ -94,7 +94,7 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """Each database in turn, emptied before the test."""
     url = request.getfixturevalue(f"{request.param}_url")
     with session(url) as emptying:
-        for table in (Prediction, Batch, User):
+        for table in (Prediction, Batch, ApiToken, User, TrainingRun):
             emptying.execute(delete(table))
     yield url
 
