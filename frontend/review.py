@@ -34,11 +34,21 @@ def worth_a_look(uncertain_below: float):
     return or_(p.confidence < uncertain_below, p.margin < CLOSE_MARGIN)
 
 
+def _answered(statement, flt: queries.RecordFilter):
+    p = Prediction
+    return flt.apply(statement).where(p.status == Status.DONE, p.label.is_not(None))
+
+
+def count(session: Session, flt: queries.RecordFilter) -> int:
+    """How many answered records the filter selects: the queue's length."""
+    return session.scalar(_answered(select(func.count()).select_from(Prediction), flt)) or 0
+
+
 def queue(session: Session, flt: queries.RecordFilter, *, limit: int = BATCH) -> list[Prediction]:
     """Answered records the filter selects, in the order worth reviewing them."""
     p = Prediction
     unsure = worth_a_look(flt.uncertain_below)
-    statement = (flt.apply(select(p)).where(p.status == Status.DONE, p.label.is_not(None))
+    statement = (_answered(select(p), flt)
                  .order_by(case((unsure, 0), else_=1),
                            case((unsure, p.confidence), else_=0.0),
                            case((unsure, func.coalesce(p.margin, 1.0)), else_=0.0),

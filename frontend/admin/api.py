@@ -16,7 +16,7 @@ from flask_login import current_user
 
 from core import model_files
 from core.contract import version_folders
-from frontend import queries, review, runs
+from frontend import review, runs
 from frontend.admin import bp
 from frontend.admin.review_queue import queue_filter
 from frontend.extensions import csrf
@@ -62,7 +62,7 @@ def review_queue():
         rows = review.queue(db, flt)
         records = [_queued(db, row) for row in rows]
         counts = review.reviewed_per_class(db)
-        total = queries.count(db, flt)
+        total = review.count(db, flt)
     return jsonify(records=records, total=total, reviewed_per_class=counts)
 
 
