@@ -219,11 +219,14 @@ def add_prediction(db: Database, store: ImageStore, seed: int = 0, **fields) -> 
 def add_training_run(db: Database, **fields) -> str:
     """A TrainingRun written straight to the database: queued and active unless
     `fields` say otherwise (a finished status is stored inactive). Returns its id."""
+    from sqlalchemy import null
+
     from core.db import TrainingRun
     from core.training import ACTIVE
 
     status = fields.get("status", "queued")
-    values = {"status": status, "active": True if status in ACTIVE else None,
+    # The ORM inserts a None as the column's default (True); null() is SQL's NULL.
+    values = {"status": status, "active": True if status in ACTIVE else null(),
               "requested_by": "someone"} | fields
     with db.session() as opened:
         run = TrainingRun(**values)
