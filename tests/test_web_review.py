@@ -80,7 +80,7 @@ def test_create_token_prints_a_token_on_its_last_line_and_stores_only_its_hash(
 
 def test_create_token_for_an_unknown_administrator_fails_clearly(runner, admin_user, db):
     result = runner.invoke(args=["create-token", "nobody"])
-    assert result.exit_code != 0
+    assert result.exit_code == 2
     assert "there is no administrator 'nobody'" in result.output
     with db.session() as session:
         assert session.scalars(select(ApiToken)).all() == []
