@@ -27,3 +27,8 @@ def uncertain(confidence: float | None, threshold: float) -> bool:
 def alternatives(top_k: Sequence[dict[str, Any]], count: int = 2) -> list[str]:
     """The classes an unsure answer hesitates between, best first."""
     return [t["label"] for t in sorted(top_k, key=lambda t: -float(t["score"]))[:count]]
+
+
+#: A gap between the two best scores under this counts as hesitation for the
+#: review queue, even when the best score clears `Settings.uncertain_below`.
+CLOSE_MARGIN = 0.2

@@ -36,7 +36,7 @@ def create_prediction():
                                           filename=upload.filename, source=Source.API,
                                           visitor=None)
     url = url_for("api.read_prediction", prediction_id=prediction.id)
-    body = predictions.prediction_json(prediction) | {
+    body = _json(prediction) | {
         "url": url, "page_url": url_for("public.result", prediction_id=prediction.id)}
     return jsonify(body), 202, {"Location": url}
 
@@ -48,7 +48,7 @@ def read_prediction(prediction_id: str):
     prediction = predictions.wait_for(services(), prediction_id, wait)
     if prediction is None:
         abort(404, f"no prediction {prediction_id}")
-    return jsonify(predictions.prediction_json(prediction))
+    return jsonify(_json(prediction))
 
 
 @bp.post("/batches")
@@ -74,7 +74,7 @@ def read_batch(batch_id: str):
 @bp.get("/batches/<batch_id>/predictions")
 def batch_predictions(batch_id: str):
     _batch(batch_id)
-    return jsonify(predictions=[predictions.prediction_json(p)
+    return jsonify(predictions=[_json(p)
                                 for p in predictions.batch_predictions(services(), batch_id)])
 
 
@@ -82,7 +82,7 @@ def batch_predictions(batch_id: str):
 def batch_results_json(batch_id: str):
     batch = _batch(batch_id)
     body = predictions.batch_json(services(), batch) | {
-        "predictions": [predictions.prediction_json(p)
+        "predictions": [_json(p)
                         for p in predictions.batch_predictions(services(), batch_id)]}
     return attachment(predictions.dumps(body), f"batch-{batch_id}.json", "application/json")
 
@@ -109,6 +109,10 @@ def models():
 @bp.get("/openapi.json")
 def openapi():
     return jsonify(document())
+
+
+def _json(p) -> dict[str, Any]:
+    return predictions.prediction_json(p, uncertain_below=services().settings.uncertain_below)
 
 
 def _version(status: dict[str, Any]) -> dict[str, Any]:

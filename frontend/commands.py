@@ -1,4 +1,4 @@
-"""`flask --app frontend ...` commands: migrations and administrators.
+"""`flask --app frontend ...` commands: migrations, administrators and their API tokens.
 
 Alembic is imported inside the db commands: the site itself never needs it,
 and it would add a quarter of a second to every start."""
@@ -13,6 +13,7 @@ from werkzeug.security import generate_password_hash
 
 from core.db import User
 from core.settings import get_settings
+from frontend import tokens
 from frontend.services import services
 
 MIN_PASSWORD = 10
@@ -86,6 +87,28 @@ def _add_admin(username: str, password: str, *, reset: bool = False) -> None:
     click.echo(f"administrator {username} {'created' if created else 'updated'}")
 
 
+@click.command("create-token")
+@with_appcontext
+@click.argument("username")
+@click.option("--revoke", is_flag=True, help="revoke every token of this administrator instead")
+def create_token(username: str, revoke: bool) -> None:
+    """Print a new API token for /admin/api/ (Authorization: Bearer ...) on the last line."""
+    try:
+        with services().db.session() as db:
+            if revoke:
+                count = tokens.revoke(db, username)
+            else:
+                token = tokens.create(db, username)
+    except tokens.UnknownAdministrator as exc:
+        raise click.UsageError(str(exc)) from None
+    if revoke:
+        click.echo(f"{count} token{'s' if count != 1 else ''} of {username} revoked")
+    else:
+        click.echo(f"a new API token for {username} (shown once; only its hash is kept):")
+        click.echo(token)
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(db_cli)
     app.cli.add_command(create_admin)
+    app.cli.add_command(create_token)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, jsonify, redirect, request, url_for
+from flask import Flask, g, jsonify, redirect, request, url_for
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager, UserMixin
@@ -44,8 +44,36 @@ def load_user(user_id: str) -> Admin | None:
     return Admin(user) if user else None
 
 
+@login_manager.request_loader
+def load_user_from_token(req) -> Admin | None:
+    """Scripts send `Authorization: Bearer <token>` to /admin/api/ (frontend/tokens.py).
+
+    Flask-Login asks this only when the session holds no administrator, so a
+    browser's request is always a session's, and keeps its CSRF check; a
+    request authenticated here is marked `g.by_token`, which frees it from
+    the CSRF token (frontend/admin/api.py): no other site can make a browser
+    send this header.
+    """
+    from frontend import tokens
+    from frontend.services import services
+    header = req.headers.get("Authorization")
+    if header is None or not req.path.startswith("/admin/api/"):
+        return None
+    with services().db.session() as session:
+        user = tokens.authenticate(session, header)
+        admin = Admin(user) if user else None
+    if admin is None:
+        g.token_refused = True
+        return None
+    g.by_token = True
+    return admin
+
+
 @login_manager.unauthorized_handler
 def unauthorized():
     if request.path.startswith("/admin/api/"):
+        if g.get("token_refused"):
+            return jsonify(error="the API token is unknown or revoked; "
+                                 "make one with flask create-token NAME"), 401
         return jsonify(error="log in as an administrator first"), 401
     return redirect(url_for("admin.login", next=request.full_path))

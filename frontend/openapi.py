@@ -113,6 +113,10 @@ def document() -> dict[str, Any]:
                     "finished_at": {"type": "string", "format": "date-time"},
                     "label": {"type": "string", "description": "when done"},
                     "confidence": {"type": "number"},
+                    "uncertain": {"type": "boolean",
+                                  "description": "when done: the confidence is under the "
+                                                 "site's UNCERTAIN_BELOW (the result page "
+                                                 "asks 'not sure: X or Y?')"},
                     "top_k": {"type": "array", "items": {
                         "type": "object", "properties": {"label": {"type": "string"},
                                                          "score": {"type": "number"}}}},

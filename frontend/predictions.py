@@ -24,6 +24,7 @@ from core.db import Batch, Prediction, Source, new_id
 from core.lifecycle import jobs
 from core.lifecycle.connections import Connections
 from core.lifecycle.status import FINISHED, Status
+from core.uncertainty import uncertain
 from frontend.uploads import CheckedImage, Limits, UploadError, check_image
 
 log = logging.getLogger(__name__)
@@ -149,19 +150,29 @@ def _wait(svc: Connections, prediction: Prediction, timeout: float) -> Predictio
     return prediction
 
 
-def prediction_json(p: Prediction) -> dict[str, Any]:
+def prediction_json(p: Prediction, *, uncertain_below: float) -> dict[str, Any]:
+    """The API's body for a record; an answer under `uncertain_below` (the
+    setting) is `uncertain`, as the result page shows it (core/uncertainty.py)."""
     body: dict[str, Any] = {
         "id": p.id, "status": p.status, "filename": p.filename, "source": p.source,
-        "batch_id": p.batch_id, "created_at": _iso(p.created_at),
+        "batch_id": p.batch_id, "created_at": iso(p.created_at),
         "width": p.width, "height": p.height, "size_bytes": p.size_bytes,
     }
     if p.status == Status.DONE:
-        body |= {"label": p.label, "confidence": p.confidence, "top_k": p.top_k,
-                 "model_version": p.model_version, "finished_at": _iso(p.finished_at),
+        body |= {"label": p.label, "confidence": p.confidence,
+                 "uncertain": uncertain(p.confidence, uncertain_below), "top_k": p.top_k,
+                 "model_version": p.model_version, "finished_at": iso(p.finished_at),
                  "seconds": p.seconds, "serving_ms": p.serving_ms}
     elif p.status == Status.FAILED:
-        body |= {"error": p.error, "finished_at": _iso(p.finished_at)}
+        body |= {"error": p.error, "finished_at": iso(p.finished_at)}
     return body
+
+
+def record_json(p: Prediction, *, uncertain_below: float) -> dict[str, Any]:
+    """A record as the back office's JSON shows it: the API's body and its review."""
+    return prediction_json(p, uncertain_below=uncertain_below) | {
+        "correct": p.correct, "true_label": p.true_label,
+        "reviewed_by": p.reviewed_by, "reviewed_at": iso(p.reviewed_at)}
 
 
 def get_batch(svc: Connections, batch_id: str) -> Batch | None:
@@ -187,7 +198,7 @@ def batch_json(svc: Connections, batch: Batch) -> dict[str, Any]:
     counts = {status.value: statuses.get(status.value, 0) for status in Status}
     finished = counts[Status.DONE] + counts[Status.FAILED]
     return {
-        "id": batch.id, "name": batch.name, "created_at": _iso(batch.created_at),
+        "id": batch.id, "name": batch.name, "created_at": iso(batch.created_at),
         "total": batch.total, "counts": counts, "finished": finished,
         "progress": finished / batch.total if batch.total else 1.0,
         "complete": finished == batch.total,
@@ -203,7 +214,7 @@ def history(svc: Connections, visitor: str | None, limit: int = 50) -> list[Pred
                                     .order_by(Prediction.created_at.desc()).limit(limit)))
 
 
-def _iso(moment) -> str | None:
+def iso(moment) -> str | None:
     return None if moment is None else moment.isoformat(timespec="milliseconds") + "Z"
 
 

@@ -18,6 +18,7 @@ from flask import (
 from redis import RedisError
 from sqlalchemy import text
 
+from core import uncertainty
 from core.db import Source
 from frontend import predictions
 from frontend.services import limits, services
@@ -65,7 +66,10 @@ def result(prediction_id: str):
     prediction = predictions.get_prediction(services(), prediction_id)
     if prediction is None:
         abort(404, "there is no such upload")
-    return render_template("result.html", p=prediction)
+    unsure = (uncertainty.alternatives(prediction.top_k or [])
+              if uncertainty.uncertain(prediction.confidence,
+                                       services().settings.uncertain_below) else None)
+    return render_template("result.html", p=prediction, unsure=unsure)
 
 
 @bp.get("/batches/<batch_id>")

@@ -7,7 +7,7 @@ histogram is binned here, as the two disagree on rounding casts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -40,9 +40,13 @@ class RecordFilter:
     date_to: date | None = None
     below: float | None = None  #: confidence under this
     reviewed: str = ""  #: "", "yes", "no", "right", "wrong"
+    true_label: str = ""  #: what a reviewer said the image shows
+    unsure: str = ""  #: "", "yes", "no": confidence under `uncertain_below`
+    #: Settings.uncertain_below, given to `parse`: a setting, not a parameter of the URL.
+    uncertain_below: float = field(default=1.0, metadata={"url": False})
 
     @classmethod
-    def parse(cls, args: MultiDict[str, str]) -> RecordFilter:
+    def parse(cls, args: MultiDict[str, str], *, uncertain_below: float) -> RecordFilter:
         def text(name: str, allowed: tuple[str, ...] | None = None) -> str:
             value = args.get(name, "").strip()
             if allowed is not None and value not in ("", *allowed):
@@ -73,7 +77,9 @@ class RecordFilter:
                    model_version=number("model_version", int, 0, MAX_VERSION),
                    date_from=day("date_from"), date_to=day("date_to"),
                    below=number("below", float, 0.0, 1.0),
-                   reviewed=text("reviewed", ("yes", "no", "right", "wrong")))
+                   reviewed=text("reviewed", ("yes", "no", "right", "wrong")),
+                   true_label=text("true_label"), unsure=text("unsure", ("yes", "no")),
+                   uncertain_below=uncertain_below)
 
     def apply(self, statement: Select) -> Select:
         p = Prediction
@@ -97,6 +103,12 @@ class RecordFilter:
             conditions.append({"yes": p.correct.is_not(None), "no": p.correct.is_(None),
                                "right": p.correct.is_(True),
                                "wrong": p.correct.is_(False)}[self.reviewed])
+        if self.true_label:
+            conditions.append(p.true_label == self.true_label)
+        if self.unsure == "yes":
+            conditions.append(p.confidence < self.uncertain_below)
+        elif self.unsure == "no":
+            conditions.append(p.confidence >= self.uncertain_below)
         return statement.where(*conditions)
 
     def failed(self) -> RecordFilter | None:
@@ -107,6 +119,8 @@ class RecordFilter:
         """The filter as URL parameters, for links to other pages and the CSV export."""
         out = {}
         for f in fields(self):
+            if f.metadata.get("url") is False:
+                continue
             value = getattr(self, f.name)
             if value not in (None, ""):
                 out[f.name] = value.isoformat() if isinstance(value, date) else str(value)
@@ -155,14 +169,29 @@ def reviewed(session: Session) -> ScalarResult[Prediction]:
 
 def save_review(session: Session, prediction_id: str, *, right: bool, true_label: str | None,
                 reviewer: str) -> Prediction:
-    """An administrator's verdict on a record's label; `true_label` is what the
-    image really shows, read only when the label is wrong."""
+    """An administrator's verdict on a record's label, from the record's page or the
+    review queue's JSON; `true_label` is what the image really shows, read only
+    when the label is wrong."""
     row = session.get(Prediction, prediction_id)
     row.correct = right
     row.true_label = row.label if right else true_label.strip()
     row.reviewed_at = utcnow()
     row.reviewed_by = reviewer
     return row
+
+
+def confusion(session: Session) -> dict[str, Any]:
+    """Reviewed records counted by (predicted label, true label): the classes in
+    both orders, and `cells[predicted][true]`."""
+    p = Prediction
+    counted = session.execute(select(p.label, p.true_label, func.count())
+                              .where(p.true_label.is_not(None), p.label.is_not(None))
+                              .group_by(p.label, p.true_label)).all()
+    classes = sorted({label for label, _, _ in counted} | {true for _, true, _ in counted})
+    cells = {label: dict.fromkeys(classes, 0) for label in classes}
+    for label, true, n in counted:
+        cells[label][true] = n
+    return {"classes": classes, "cells": cells, "total": sum(n for _, _, n in counted)}
 
 
 def labels(session: Session) -> list[str]:

@@ -43,3 +43,15 @@ def report_path(settings: Settings, version: int, name: str) -> Path:
 
 def _reports_dir(settings: Settings) -> Path:
     return settings.model_base_path / settings.model_name / "reports"
+
+
+def class_names(settings: Settings, version: int | None) -> list[str]:
+    """The classes a version knows, from its report's `class_names`; [] without one."""
+    if version is None:
+        return []
+    try:
+        names = json.loads(report_path(settings, version, "metrics.json").read_text())
+    except (OSError, ValueError):
+        return []
+    found = names.get("class_names") if isinstance(names, dict) else None
+    return [str(n) for n in found] if isinstance(found, list) else []

@@ -234,6 +234,42 @@ def add_reviewed_shapes(db: Database, store: ImageStore, truths: dict[str, int],
     return ids
 
 
+def add_training_run(db: Database, **fields) -> str:
+    """A TrainingRun written straight to the database: queued and active unless
+    `fields` say otherwise (a finished status is stored inactive). Returns its id."""
+    from sqlalchemy import null
+
+    from core.db import TrainingRun
+    from core.training import ACTIVE
+
+    status = fields.get("status", "queued")
+    # The ORM inserts a None as the column's default (True); null() is SQL's NULL.
+    values = {"status": status, "active": True if status in ACTIVE else null(),
+              "requested_by": "someone"} | fields
+    with db.session() as opened:
+        run = TrainingRun(**values)
+        opened.add(run)
+    return run.id
+
+
+def model_version_files(model: Path, version: int, *, where: str = "served",
+                        metrics: dict | None = None) -> Path:
+    """A version's folder as the trainer leaves it, under model/<version>/ ("served")
+    or model/candidates/<version>/ ("candidate"), with a marker file (a real
+    SavedModel is not needed to move or list it), and its report's metrics.json
+    when `metrics` is given. Returns the version's folder."""
+    import json
+
+    folder = model / str(version) if where == "served" else model / "candidates" / str(version)
+    folder.mkdir(parents=True)
+    (folder / "saved_model.pb").write_bytes(b"not read by these tests")
+    if metrics is not None:
+        report = model / "reports" / str(version)
+        report.mkdir(parents=True, exist_ok=True)
+        (report / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
 # --- ports and waiting -----------------------------------------------------------------------
 
 def free_port() -> int:

@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -28,23 +28,12 @@ from werkzeug.security import check_password_hash
 from core.db import Database, Status, User
 from core.settings import DEV_SECRET_KEY, ROOT, Settings, SettingsError
 from core.storage import ImageStore
-from tests.factories import add_prediction, database, image_bytes, stored_prediction
+from tests.factories import add_prediction, image_bytes, stored_prediction
 from tests.web_fixtures import csrf_token
 
 WRONG_LOGIN = "wrong user name or password"
 #: The timestamps of the `sample` records: one day each, 2026-03-01 to 2026-03-04.
 MARCH = datetime(2026, 3, 1, 10, 0)
-
-
-@pytest.fixture
-def db(env: dict[str, str]) -> Iterator[Database]:
-    with database(env["DATABASE_URL"]) as opened:
-        yield opened
-
-
-@pytest.fixture
-def store(env: dict[str, str]) -> ImageStore:
-    return ImageStore(Path(env["UPLOAD_DIR"]))
 
 
 @pytest.fixture

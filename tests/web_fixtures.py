@@ -29,9 +29,10 @@ from sqlalchemy import delete
 from werkzeug.security import generate_password_hash
 
 from core import migrate
-from core.db import Batch, Prediction, User
+from core.db import ApiToken, Batch, Database, Prediction, TrainingRun, User
 from core.settings import ROOT
-from tests.factories import session
+from core.storage import ImageStore
+from tests.factories import database, session
 from tests.serving_process import ServingProcess
 
 REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -96,7 +97,7 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """Each database in turn, emptied before the test."""
     url = request.getfixturevalue(f"{request.param}_url")
     with session(url) as emptying:
-        for table in (Prediction, Batch, User):
+        for table in (Prediction, Batch, ApiToken, User, TrainingRun):
             emptying.execute(delete(table))
     yield url
 
@@ -124,6 +125,19 @@ def env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_pat
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("SECRET_KEY", raising=False)
     return values
+
+
+@pytest.fixture
+def db(env: dict[str, str]) -> Iterator[Database]:
+    """The test's database, opened as the site opens it."""
+    with database(env["DATABASE_URL"]) as opened:
+        yield opened
+
+
+@pytest.fixture
+def store(env: dict[str, str]) -> ImageStore:
+    """The image store the site and the workers of the test share."""
+    return ImageStore(Path(env["UPLOAD_DIR"]))
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from core.lifecycle.jobs import channel
 from core.lifecycle.status import UNFINISHED, Status
 from core.serving_client import Prediction as Answer
 from core.serving_client import ServingClient, ServingRequestError
+from core.uncertainty import margin
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +138,11 @@ def _classify(client: ServingClient, images: list[bytes],
 
 
 def _done(answer: Answer, version: int, serving_ms: float) -> dict[str, object]:
-    top = sorted(answer.scores.items(), key=lambda kv: kv[1], reverse=True)[:TOP_K]
+    top = [{"label": k, "score": float(v)}
+           for k, v in sorted(answer.scores.items(), key=lambda kv: kv[1], reverse=True)[:TOP_K]]
     return {"status": Status.DONE, "label": answer.label, "confidence": float(answer.confidence),
-            "model_version": version, "serving_ms": serving_ms, "error": None,
-            "top_k": [{"label": k, "score": float(v)} for k, v in top]}
+            "margin": margin(top), "model_version": version, "serving_ms": serving_ms,
+            "error": None, "top_k": top}
 
 
 def _failed(error: str) -> dict[str, object]:

@@ -32,4 +32,4 @@ def logout_form():
 
 
 # Imported for their routes, once `bp` exists for them to register on.
-from frontend.admin import auth, models, records, stats  # noqa: E402, F401
+from frontend.admin import api, auth, models, records, review_queue, stats  # noqa: E402, F401

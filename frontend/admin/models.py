@@ -1,10 +1,15 @@
-"""The model: the versions Serving reports and the training reports beside them."""
+"""The model: the versions Serving reports, the training reports beside them,
+the candidates waiting for a hand promotion, and the training runs (started and
+followed by static/models.js through frontend/admin/api.py)."""
 
 from __future__ import annotations
 
 from flask import abort, render_template, send_file
 
+from core import model_files
 from core.serving_client import ServingRequestError
+from core.training import ACTIVE
+from frontend import model_history, runs
 from frontend.admin import bp
 from frontend.services import services
 from frontend.versions import REPORT_FILES, report_path, reports, served_versions
@@ -12,15 +17,30 @@ from frontend.versions import REPORT_FILES, report_path, reports, served_version
 
 @bp.get("/models")
 def models():
-    settings = services().settings
+    svc = services()
+    settings = svc.settings
     try:
         versions, error = served_versions(settings), None
     except ServingRequestError as exc:
         versions, error = [], exc.message
     found = reports(settings)
     served = {int(v["version"]) for v in versions}
+    recent = runs.runs(svc)
+    candidates = model_files.candidates(runs.model_dir(svc))
+    with svc.db.session() as db:
+        live = model_history.live_accuracy(db)
+        by_version = model_history.runs_by_version(db)
+    history = {v: {"origin": model_history.origin(found.get(v), by_version.get(v)),
+                   "gate": model_history.gate_rows(by_version[v].gate if v in by_version
+                                                   else None),
+                   "live": live.get(v),
+                   "changes": model_history.class_changes(found, v)}
+               for v in sorted(set(found) | served | set(candidates) | set(by_version),
+                               reverse=True)}
     return render_template("admin/models.html", versions=versions, error=error, reports=found,
-                           unserved=sorted(set(found) - served, reverse=True),
+                           unserved=sorted(set(found) - served - set(candidates), reverse=True),
+                           candidates=candidates, history=history, runs=recent,
+                           active=next((r for r in recent if r.status in ACTIVE), None),
                            model=settings.model_name, serving_url=settings.serving_url)
 
 

@@ -25,7 +25,7 @@ from frontend import dataset, queries
 from frontend.admin import bp
 from frontend.downloads import csv_attachment
 from frontend.forms import RetryForm, ReviewForm
-from frontend.predictions import csv_cell, prediction_json
+from frontend.predictions import csv_cell, record_json
 from frontend.services import services
 
 MAX_PAGE = 10**6
@@ -35,7 +35,7 @@ CSV_COLUMNS = ["id", "created_at", "source", "filename", "status", "label", "con
 
 @bp.get("/")
 def records():
-    flt, page = _filter(), _page()
+    flt, page = request_filter(), _page()
     with services().db.session() as db:
         rows, total = queries.records(db, flt, page)
         labels, versions = queries.labels(db), queries.versions(db)
@@ -49,7 +49,7 @@ def records():
 
 @bp.get("/records.csv")
 def records_csv():
-    flt = _filter()
+    flt = request_filter()
     with services().db.session() as db:
         return csv_attachment("records.csv", CSV_COLUMNS,
                               map(_csv_row, queries.all_records(db, flt)))
@@ -57,12 +57,12 @@ def records_csv():
 
 @bp.get("/api/records")
 def api_records():
-    flt, page = _filter(), _page()
+    flt, page = request_filter(), _page()
     with services().db.session() as db:
         rows, total = queries.records(db, flt, page)
     return jsonify(total=total, page=page, page_size=queries.PAGE_SIZE,
-                   records=[prediction_json(p) | {"correct": p.correct,
-                                                  "true_label": p.true_label} for p in rows])
+                   records=[record_json(p, uncertain_below=services().settings.uncertain_below)
+                            for p in rows])
 
 
 @bp.get("/records/<prediction_id>")
@@ -106,7 +106,7 @@ def retry(prediction_id: str):
 @bp.post("/records/retry-failed")
 def retry_failed():
     """Every failed record the list's filters select, queued again."""
-    flt = _filter()
+    flt = request_filter()
     if not RetryForm().validate_on_submit():
         abort(400, "the retry form expired; reload the page")
     with services().db.session() as db:
@@ -130,9 +130,10 @@ def review_export():
                      download_name="reviewed-dataset.zip")
 
 
-def _filter() -> queries.RecordFilter:
+def request_filter() -> queries.RecordFilter:
     try:
-        return queries.RecordFilter.parse(request.args)
+        return queries.RecordFilter.parse(
+            request.args, uncertain_below=services().settings.uncertain_below)
     except queries.FilterError as exc:
         abort(400, str(exc))
 

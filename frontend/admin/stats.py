@@ -16,13 +16,15 @@ from frontend.services import services
 def stats():
     with services().db.session() as db:
         figures = queries.statistics(db)
-    return render_template("admin/stats.html", s=figures, queue=_queue_state())
+        confusion = queries.confusion(db)
+    return render_template("admin/stats.html", s=figures, queue=_queue_state(),
+                           confusion=confusion)
 
 
 @bp.get("/api/stats")
 def api_stats():
     with services().db.session() as db:
-        figures = queries.statistics(db)
+        figures = queries.statistics(db) | {"confusion": queries.confusion(db)}
     return jsonify(figures | {"queue": _queue_state()})
 
 
