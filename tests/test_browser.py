@@ -38,6 +38,7 @@ from tests.factories import (
     SHAPES,
     add_prediction,
     free_port,
+    photo_bytes,
     photo_file,
     stored_prediction,
     wait_until,
@@ -560,3 +561,57 @@ def test_an_admin_starts_a_training_run_and_cancels_it_from_the_models_page(
     visit.check("run-cancelled")
     with db.session() as session:
         assert session.get(TrainingRun, run.id).status == "cancelled"
+
+
+def test_the_loop_in_the_browser_review_by_keyboard_retrain_and_the_new_version_serves(
+        loop, visit: Visit, admin_user, db, store):
+    """The whole loop from the back office: photos reviewed with the keyboard, a
+    run started from the models page whose progress the page follows, and the
+    version it promoted on that page, served."""
+    from playwright.sync_api import expect
+
+    page = visit.page
+    name, password = admin_user
+    kinds = ["circle", "square", "triangle"]
+    for i in range(6):
+        kind = kinds[i % 3]
+        others = [k for k in kinds if k != kind]
+        add_prediction(db, store, image=photo_bytes(kind, 7000 + i), label=kind,
+                       confidence=0.7, margin=0.55,
+                       top_k=[{"label": kind, "score": 0.7}, {"label": others[0], "score": 0.15},
+                              {"label": others[1], "score": 0.15}])
+    page.goto("/admin/login?next=/admin/review")
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("#queue-total")).to_have_text("6 to review")
+    for _ in range(6):  # the model was right each time: Enter confirms its label
+        record = page.locator("#reviewer").get_attribute("data-record")
+        page.keyboard.press("Enter")
+        expect(page.locator("#reviewer")).not_to_have_attribute("data-record", record or "")
+    expect(page.locator("#review-empty")).to_be_visible()
+    visit.check("reviewed")
+
+    page.goto("/admin/models")
+    page.get_by_role("button", name="Retrain").click()
+    expect(page.locator("#run-status")).to_have_text("running", timeout=RESULT_TIMEOUT_MS)
+    seen = set()
+    while page.locator("#active-run").is_visible():
+        seen.add(page.locator("#run-phase").inner_text())
+        page.wait_for_timeout(250)
+        if len(seen) > 1:
+            visit.check("run-progress")
+            break
+    assert page.locator("#run-progress").evaluate("bar => bar.value") >= 0
+    # The page reloads by itself when the run ends.
+    expect(page.locator("#runs")).to_contain_text("promoted", timeout=300_000)
+    visit.check("run-promoted")
+    row = page.locator("#versions tr", has_text=re.compile(r"^\s*2\s"))
+    for _ in range(60):  # Serving polls the folder every half second
+        if "AVAILABLE" in row.inner_text():
+            break
+        page.wait_for_timeout(500)
+        page.reload()
+    expect(row).to_contain_text("AVAILABLE")
+    expect(page.locator("#version-2")).to_contain_text("6 reviewed")
+    visit.check("new-version")
