@@ -88,6 +88,11 @@ def check_image(path: Path) -> str | None:
     return None
 
 
+def class_folders(root: Path) -> list[Path]:
+    """The class folders, in label order: a label is an index into this list."""
+    return sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def scan(root: Path, *, progress: bool = True) -> Scan:
     """List the classes and check every file. Raises DatasetError when there is
     nothing to train on at all; smaller problems are left in the Scan to report."""
@@ -97,7 +102,7 @@ def scan(root: Path, *, progress: bool = True) -> Scan:
             f"data set folder {root} does not exist: give a folder with one sub folder "
             "of images per class"
         )
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_dirs = class_folders(root)
     if not class_dirs:
         raise DatasetError(
             f"data set folder {root} has no class folders: put each class's images in "

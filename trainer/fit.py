@@ -93,27 +93,30 @@ def compile_for_training(model: keras.Model, learning_rate: float,
 
 
 def fit_head(head: keras.Model, train: tuple[np.ndarray, np.ndarray],
-             val: tuple[np.ndarray, np.ndarray], *, epochs: int, learning_rate: float,
-             patience: int, batch_size: int, seed: int, label_smoothing: float = 0.0,
+             val: tuple[np.ndarray, np.ndarray] | None, *, epochs: int, learning_rate: float,
+             patience: int | None, batch_size: int, seed: int, label_smoothing: float = 0.0,
              callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict[str, list[float]]:
     """Train the head on cached features, stopping early on validation loss and
-    keeping the best epoch's weights."""
+    keeping the best epoch's weights; with no `val` (or no `patience`) it runs
+    all `epochs` (the gate's folds, which reuse the candidate's epoch count)."""
     keras.utils.set_random_seed(seed)
     compile_for_training(head, learning_rate, label_smoothing)
     if label_smoothing:
-        classes = head.output_shape[-1]
-        train = (train[0], np.eye(classes, dtype=np.float32)[train[1]])
-        val = (val[0], np.eye(classes, dtype=np.float32)[val[1]])
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
-                                         restore_best_weights=True)
+        one_hot = np.eye(head.output_shape[-1], dtype=np.float32)
+        train = (train[0], one_hot[train[1]])
+        val = None if val is None else (val[0], one_hot[val[1]])
+    extra: list[keras.callbacks.Callback] = []
+    if val is not None and patience is not None:
+        extra.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
+                                                   restore_best_weights=True))
     # Datasets cached in memory: Keras re-wraps NumPy arrays every epoch, which
     # costs more than an epoch of the head itself.
     train_ds = (tf.data.Dataset.from_tensor_slices(train).cache()
                 .shuffle(len(train[1]), seed=seed).batch(batch_size).prefetch(AUTOTUNE))
-    val_ds = tf.data.Dataset.from_tensor_slices(val).cache().batch(256)
+    val_ds = None if val is None else tf.data.Dataset.from_tensor_slices(val).cache().batch(256)
     history = head.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0,
                        shuffle=False,  # the dataset shuffles itself
-                       callbacks=[stop, EpochBar(epochs, "training head"), *callbacks])
+                       callbacks=[*extra, EpochBar(epochs, "training head"), *callbacks])
     return history.history
 
 

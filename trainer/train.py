@@ -111,27 +111,41 @@ class Learned:
     calibration: dict | None
 
 
+def view_features(base: keras.Model, examples: Sequence[data.Example], recipe: Recipe,
+                  cache: FeatureCache, *, plain_only: bool = False) -> list[np.ndarray]:
+    """[plain, augmented view 1, ...] features of `examples`, each [N, 1280]:
+    the rows a head trains on (the gate's folds call it for their photos too)."""
+    plain = cache.features(base, examples, view="plain", desc="features: plain")
+    return [plain, *([] if plain_only else augmented_views(base, examples, recipe, cache))]
+
+
+def augmented_views(base: keras.Model, examples: Sequence[data.Example], recipe: Recipe,
+                    cache: FeatureCache, shares: Shares | None = None) -> list[np.ndarray]:
+    return [cache.features(base, examples, view=recipe.view_name(v),
+                           augmenter=recipe.augmenter(recipe.seed + 10 * v),
+                           desc=f"features: augmented view {v + 1}",
+                           progress=shares.of(1 + v) if shares else None)
+            for v in range(recipe.augmented_views)]
+
+
 def all_features(base: keras.Model, parts: data.Split, recipe: Recipe, cache: FeatureCache,
                  progress: Progress) -> tuple[dict, list, dict]:
     """Every feature the run needs, before the head trains: the splits (one
     pass), the augmented views of the training photos, degraded test copies."""
     named = parts.named()
     everything = [e for part in named.values() for e in part]
-    share = Shares(progress, Phase.FEATURES, [len(everything)]
-                   + [len(parts.train)] * recipe.augmented_views
-                   + [len(parts.test)] * len(DEGRADATIONS))
+    shares = Shares(progress, Phase.FEATURES, [len(everything)]
+                    + [len(parts.train)] * recipe.augmented_views
+                    + [len(parts.test)] * len(DEGRADATIONS))
     plain = cache.features(base, everything, view="plain", desc="features: all splits",
-                           progress=share.of(0))
+                           progress=shares.of(0))
     bounds = np.cumsum([len(part) for part in named.values()])[:-1]
     features = dict(zip(named, np.split(plain, bounds), strict=True))
-    views = [cache.features(base, parts.train, view=recipe.view_name(v),
-                            augmenter=recipe.augmenter(recipe.seed + 10 * v),
-                            desc=f"features: augmented view {v + 1}", progress=share.of(1 + v))
-             for v in range(recipe.augmented_views)]
+    views = augmented_views(base, parts.train, recipe, cache, shares)
     degraded = {kind: cache.features(base, parts.test, view=f"degraded-{kind}",
                                      render=lambda path, kind=kind: degrade(path, kind),
                                      desc=f"features: degraded test, {kind}",
-                                     progress=share.of(1 + recipe.augmented_views + i))
+                                     progress=shares.of(1 + recipe.augmented_views + i))
                 for i, kind in enumerate(DEGRADATIONS)}
     return features, views, degraded
 
