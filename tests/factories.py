@@ -296,3 +296,27 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str, *,
         time.sleep(interval)
     message = f"timed out after {timeout} s waiting for {what}"
     raise AssertionError(f"{message}:\n{detail()}" if detail else message)
+
+
+# --- a training run's progress, as the trainer worker would receive it ------------------------
+
+class RecordedProgress:
+    """Keeps every report `train()` makes; raises `cancel_at`'s exception when
+    that phase is reported, as the worker's reporter does on a cancel request."""
+
+    def __init__(self, cancel_at=None):
+        self.phases: list[tuple[str, float]] = []
+        self.versions: list[int] = []
+        self.cancel_at = cancel_at
+
+    def phase(self, phase, fraction: float) -> None:
+        self.phases.append((phase, fraction))
+        if phase == self.cancel_at:
+            raise Cancelled(f"cancelled during {phase}")
+
+    def reserved(self, version: int) -> None:
+        self.versions.append(version)
+
+
+class Cancelled(Exception):
+    pass

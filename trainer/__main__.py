@@ -59,6 +59,14 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--min-per-class", type=_positive, default=None)
     train.add_argument("--skip-bad-files", action="store_true",
                        help="train on the readable images and ignore the rest")
+    train.add_argument("--feature-cache", type=Path, default=settings.feature_cache_dir,
+                       help="where the base's features of each photo are kept between runs "
+                            "(default: $FEATURE_CACHE_DIR)")
+    train.add_argument("--no-feature-cache", action="store_true",
+                       help="compute every feature, read and keep none")
+    train.add_argument("--shift-data", type=Path, default=None, metavar="DIR",
+                       help="also score the export on DIR, photos from elsewhere (a folder "
+                            "per class, classes among the model's)")
 
     evaluate = commands.add_parser("evaluate", help="score an exported version on a folder")
     evaluate.add_argument("--model", type=Path, required=True,

@@ -28,6 +28,7 @@ def stats(args: argparse.Namespace) -> int:
 
 
 def train(args: argparse.Namespace) -> int:
+    from trainer.features import FeatureCache
     from trainer.train import Recipe
     from trainer.train import train as run_training
 
@@ -41,15 +42,31 @@ def train(args: argparse.Namespace) -> int:
         "min_per_class": args.min_per_class,
     }
     recipe = replace(Recipe(), **{k: v for k, v in overrides.items() if v is not None})
+    cache = FeatureCache(None if args.no_feature_cache else args.feature_cache)
     result = run_training(args.data, args.out / args.name, recipe,
-                          skip_bad_files=args.skip_bad_files)
+                          skip_bad_files=args.skip_bad_files, cache=cache,
+                          shift_data=args.shift_data)
     m = result.metrics
+    shifted = m.get("shift")
     print()
     print(table([(part, percent(m[part]["accuracy"]), f"{m[part]['loss']:.3f}",
                   m["data"]["split"][part]) for part in ("train", "val", "test")]
                 + [("test, degraded", percent(m["robustness"]["degraded_test_accuracy"]), "",
-                    m["data"]["split"]["test"])],
+                    m["data"]["split"]["test"])]
+                + ([(f"elsewhere: {shifted['data']}", percent(shifted["accuracy"]), "",
+                     shifted["images"])] if shifted else []),
                 ("split", "accuracy", "loss", "images")))
+    if shifted:
+        print("elsewhere, per class: " + ", ".join(
+            f"{name} {percent(c['accuracy'])} of {c['images']}"
+            for name, c in shifted["per_class"].items()))
+    if m["calibration"]:
+        c = m["calibration"]
+        print(f"\ncalibration: temperature {c['temperature']:.2f}; expected calibration error "
+              f"val {percent(c['ece_before']['val'])} -> {percent(c['ece_after']['val'])}, "
+              f"test {percent(c['ece_before']['test'])} -> {percent(c['ece_after']['test'])}")
+    print(f"features computed: {m['features_computed']} photo views"
+          + (" (no cache)" if cache.folder is None else f" (the rest from {cache.folder})"))
     print()
     print(table([(name, megabytes(a["bytes"]), percent(a["test_accuracy"]), a["path"])
                  for name, a in m["artifacts"].items()],

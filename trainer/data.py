@@ -69,7 +69,7 @@ def _visible_files(folder: Path) -> list[Path]:
     )
 
 
-def _check_image(path: Path) -> str | None:
+def check_image(path: Path) -> str | None:
     """Why `path` is not a usable image, or None. Decodes it fully: a header
     check alone misses truncated files."""
     if path.suffix.lower() not in IMAGE_SUFFIXES:
@@ -88,6 +88,11 @@ def _check_image(path: Path) -> str | None:
     return None
 
 
+def class_folders(root: Path) -> list[Path]:
+    """The class folders, in label order: a label is an index into this list."""
+    return sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def scan(root: Path, *, progress: bool = True) -> Scan:
     """List the classes and check every file. Raises DatasetError when there is
     nothing to train on at all; smaller problems are left in the Scan to report."""
@@ -97,7 +102,7 @@ def scan(root: Path, *, progress: bool = True) -> Scan:
             f"data set folder {root} does not exist: give a folder with one sub folder "
             "of images per class"
         )
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_dirs = class_folders(root)
     if not class_dirs:
         raise DatasetError(
             f"data set folder {root} has no class folders: put each class's images in "
@@ -107,7 +112,7 @@ def scan(root: Path, *, progress: bool = True) -> Scan:
     examples: list[Example] = []
     bad: list[BadFile] = []
     for label, path in tqdm(files, desc="checking images", unit="img", disable=not progress):
-        reason = _check_image(path)
+        reason = check_image(path)
         if reason:
             bad.append(BadFile(path, reason))
         else:
@@ -141,6 +146,25 @@ def check_trainable(
             f"too few images in class(es) {listed}: each class needs at least "
             f"{min_per_class}; add images or remove the folder"
         )
+
+
+def check_examples(examples, class_names: list[str]) -> list[Example]:
+    """Photos given by path and label (reviewed photos from the image store)
+    must be readable images with one of the data set's labels."""
+    checked = []
+    for example in examples:
+        if not 0 <= example.label < len(class_names):
+            raise DatasetError(f"photo {example.path} has label {example.label}, not one of "
+                               f"the {len(class_names)} classes")
+        reason = check_image(Path(example.path))
+        if reason:
+            raise DatasetError(f"photo {example.path}: {reason}")
+        checked.append(Example(Path(example.path), example.label))
+    return checked
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ version. TF Serving ignores folder names that are not numbers.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import warnings
@@ -23,8 +22,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+from tqdm import tqdm
 
 from core.contract import CLASSES, INPUT, SCORES, SIGNATURE, WARMUP_FILE, version_folders
+from core.model_files import CANDIDATES, REPORTS
+from trainer import report
+from trainer.data import Split
 from trainer.errors import OutputError
 from trainer.images import IMAGE_SHAPE, decode_and_resize
 
@@ -51,12 +54,14 @@ def reserve_version(model_dir: Path) -> tuple[int, Path]:
     """Claim the next version number by creating its report folder.
 
     mkdir is atomic, so two trainers writing into the same model never pick the
-    same number; numbers of failed runs are not reused since their folder is gone.
+    same number; candidates have reports too, so their numbers are never reused
+    for a served version. A failed run's number is free again once its report
+    folder is gone.
     """
-    reports = model_dir / "reports"
+    reports = model_dir / REPORTS
     reports.mkdir(parents=True, exist_ok=True)
     while True:
-        taken = versions(model_dir) + versions(reports)
+        taken = versions(model_dir) + versions(reports) + versions(model_dir / CANDIDATES)
         version = max(taken, default=0) + 1
         try:
             (reports / str(version)).mkdir()
@@ -143,17 +148,6 @@ def verify(saved_model_dir: Path, expected: np.ndarray, class_names: Sequence[st
     return served
 
 
-def publish(staging: Path, model_dir: Path, version: int) -> Path:
-    """Atomically move a finished version into the folder Serving polls."""
-    final = model_dir / str(version)
-    os.rename(staging, final)
-    return final
-
-
-def staging_dir(model_dir: Path, version: int) -> Path:
-    return model_dir / f".staging-{version}-{os.getpid()}"
-
-
 def discard(*paths: Path) -> None:
     for path in paths:
         shutil.rmtree(path, ignore_errors=True)
@@ -208,3 +202,23 @@ def tflite_predict(flatbuffer: bytes, pixels: np.ndarray) -> np.ndarray:
         interpreter.invoke()
         scores.append(interpreter.get_tensor(out["index"])[0])
     return np.stack(scores)
+
+
+def tflite_files(model: keras.Model, parts: Split, test_labels: np.ndarray,
+                 report_dir: Path) -> dict[str, dict]:
+    """float16 and int8 TFLite files beside the report, with size and test accuracy."""
+    test_pixels = np.stack([decode_and_resize(e.path.read_bytes()).numpy() for e in parts.test])
+    calibration = np.stack([decode_and_resize(e.path.read_bytes()).numpy()
+                            for e in parts.train[:100]])
+    files = {}
+    for quantization in tqdm(("float16", "int8"), desc="TFLite export", unit="file"):
+        flatbuffer = tflite_model(model, quantization, calibration)
+        path = report_dir / f"model_{quantization}.tflite"
+        path.write_bytes(flatbuffer)
+        scores = tflite_predict(flatbuffer, test_pixels)
+        files[f"tflite_{quantization}"] = {
+            "path": str(path.relative_to(report_dir.parent.parent)),
+            "bytes": len(flatbuffer),
+            "test_accuracy": report.scores_summary(test_labels, scores)["accuracy"],
+        }
+    return files

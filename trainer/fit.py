@@ -3,7 +3,7 @@ the plain `model.fit` over images that the benchmark compares it with."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
@@ -62,7 +62,8 @@ CHUNK = 512
 
 def extract_features(base: keras.Model, images: Sequence[Example] | Sequence[bytes], *,
                      desc: str, augmenter: keras.Model | None = None,
-                     batch_size: int = 32) -> np.ndarray:
+                     batch_size: int = 32,
+                     progress: Callable[[float], None] | None = None) -> np.ndarray:
     """Run the frozen base once over `images` (optionally augmented): [N, 1280].
 
     Each chunk is decoded and augmented in full before the base runs on it:
@@ -76,34 +77,46 @@ def extract_features(base: keras.Model, images: Sequence[Example] | Sequence[byt
             for x in pixels:
                 batches.append(base.predict_on_batch(x))
                 bar.update(len(x))
+                if progress is not None:
+                    progress(bar.n / len(images))
     return np.concatenate(batches).astype(np.float32)
 
 
-def compile_for_training(model: keras.Model, learning_rate: float) -> None:
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+def compile_for_training(model: keras.Model, learning_rate: float,
+                         label_smoothing: float = 0.0) -> None:
+    """Labels are class indices; with label smoothing the loss takes one-hot
+    targets, so `one_hot` turns the datasets' labels into them."""
+    loss = (keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+            if label_smoothing else "sparse_categorical_crossentropy")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss,
+                  metrics=["accuracy"])
 
 
 def fit_head(head: keras.Model, train: tuple[np.ndarray, np.ndarray],
-             val: tuple[np.ndarray, np.ndarray], *, epochs: int, learning_rate: float,
-             patience: int, batch_size: int, seed: int) -> dict[str, list[float]]:
+             val: tuple[np.ndarray, np.ndarray] | None, *, epochs: int, learning_rate: float,
+             patience: int | None, batch_size: int, seed: int, label_smoothing: float = 0.0,
+             callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict[str, list[float]]:
     """Train the head on cached features, stopping early on validation loss and
-    keeping the best epoch's weights."""
+    keeping the best epoch's weights; with no `val` (or no `patience`) it runs
+    all `epochs` (the gate's folds, which reuse the candidate's epoch count)."""
     keras.utils.set_random_seed(seed)
-    compile_for_training(head, learning_rate)
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
-                                         restore_best_weights=True)
+    compile_for_training(head, learning_rate, label_smoothing)
+    if label_smoothing:
+        one_hot = np.eye(head.output_shape[-1], dtype=np.float32)
+        train = (train[0], one_hot[train[1]])
+        val = None if val is None else (val[0], one_hot[val[1]])
+    extra: list[keras.callbacks.Callback] = []
+    if val is not None and patience is not None:
+        extra.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
+                                                   restore_best_weights=True))
     # Datasets cached in memory: Keras re-wraps NumPy arrays every epoch, which
     # costs more than an epoch of the head itself.
     train_ds = (tf.data.Dataset.from_tensor_slices(train).cache()
                 .shuffle(len(train[1]), seed=seed).batch(batch_size).prefetch(AUTOTUNE))
-    val_ds = tf.data.Dataset.from_tensor_slices(val).cache().batch(256)
+    val_ds = None if val is None else tf.data.Dataset.from_tensor_slices(val).cache().batch(256)
     history = head.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0,
                        shuffle=False,  # the dataset shuffles itself
-                       callbacks=[stop, EpochBar(epochs, "training head")])
+                       callbacks=[*extra, EpochBar(epochs, "training head"), *callbacks])
     return history.history
 
 

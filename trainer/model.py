@@ -56,10 +56,13 @@ def build_base(weights: str = "imagenet") -> keras.Model:
     return keras.Model(inputs, outputs, name="features")
 
 
-def build_head(num_classes: int, dropout: float) -> keras.Model:
+def build_head(num_classes: int, dropout: float, l2: float = 0.0) -> keras.Model:
+    """Dropout and a softmax layer; `l2` penalises large weights, which keeps the
+    head from leaning on the few features that tell the training photos apart."""
     inputs = keras.Input((NUM_FEATURES,), name="features")
     x = layers.Dropout(dropout, name="head_dropout")(inputs)
-    outputs = layers.Dense(num_classes, activation="softmax", name="head_scores")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="head_scores",
+                           kernel_regularizer=keras.regularizers.L2(l2) if l2 else None)(x)
     return keras.Model(inputs, outputs, name="head")
 
 

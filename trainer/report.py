@@ -19,7 +19,7 @@ from sklearn.metrics import (  # noqa: E402
     precision_recall_fscore_support,
 )
 
-from trainer.data import Example  # noqa: E402
+from trainer.data import Example, Scan, file_sha256  # noqa: E402
 
 
 def scores_summary(labels: Sequence[int], scores: np.ndarray) -> dict[str, float]:
@@ -87,9 +87,23 @@ def write_split(report_dir: Path, root: Path, parts: dict[str, Sequence[Example]
 
 
 def write_metrics(report_dir: Path, metrics: dict) -> Path:
-    path = report_dir / "metrics.json"
-    path.write_text(json.dumps(metrics, indent=2) + "\n")
+    return write_json(report_dir / "metrics.json", metrics)
+
+
+def write_json(path: Path, content: dict) -> Path:
+    path.write_text(json.dumps(content, indent=2) + "\n")
     return path
+
+
+def manifest(found: Scan, extra: Sequence[Example]) -> dict:
+    """Every photo a version learnt from (manifest.json). Reviewed photos live
+    in the image store under their hash, so they are listed by content."""
+    names = found.class_names
+    return {
+        "base": [{"path": str(e.path.relative_to(found.root)), "sha256": file_sha256(e.path),
+                  "label": names[e.label]} for e in sorted(found.examples, key=lambda e: e.path)],
+        "reviewed": [{"sha256": file_sha256(e.path), "label": names[e.label]} for e in extra],
+    }
 
 
 def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:

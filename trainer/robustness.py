@@ -57,6 +57,12 @@ DEGRADATIONS: dict[str, Callable[[Image.Image], bytes]] = {
 }
 
 
+def degrade(path: Path, kind: str) -> bytes:
+    """One degraded copy of one photo, encoded."""
+    with Image.open(path) as opened:
+        return DEGRADATIONS[kind](opened.convert("RGB"))
+
+
 def degraded_copies(paths: list[Path]) -> dict[str, list[bytes]]:
     """For each degradation, the encoded degraded copy of every photo, in order."""
     copies: dict[str, list[bytes]] = {name: [] for name in DEGRADATIONS}

@@ -9,28 +9,33 @@ the top of the backbone on images at a low learning rate.
 
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import keras
 import numpy as np
-from tqdm import tqdm
 
-from trainer import data, export, report
-from trainer.fit import extract_features, fit_head, fit_images
-from trainer.images import decode_and_resize
+from core import model_files
+from core.training import Phase
+from trainer import data, export, report, shift
+from trainer.calibration import calibrate
+from trainer.features import FeatureCache
+from trainer.fit import fit_head, fit_images
 from trainer.model import build_augmenter, build_base, build_head, join, unfreeze_top
-from trainer.robustness import degraded_copies
+from trainer.progress import EpochProgress, Progress, Shares, Silent
+from trainer.robustness import DEGRADATIONS, degrade
 
 
 @dataclass(frozen=True)
 class Recipe:
     """Every knob of a training run; all of it is written into the report.
 
-    The augmentation defaults were picked with bench/recipes.py by accuracy on
-    degraded validation photos (README, "Choosing the recipe").
+    The defaults were picked with bench/shift.py by accuracy on photos from
+    elsewhere and on held-out varieties (README, "Choosing the recipe").
     """
 
     seed: int = 42
@@ -46,10 +51,15 @@ class Recipe:
     blur: float = 3.0  # largest Gaussian sigma, in pixels at 224 x 224
     brightness: float = 0.3  # brightness shift, as a fraction of the 0..255 range
     dropout: float = 0.2
+    l2: float = 3e-3  # weight penalty on the head's softmax layer: +3 points on webstock
+    label_smoothing: float = 0.0
     epochs: int = 100  # head epochs on cached features; early stopping ends most runs
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     patience: int = 10
-    batch_size: int = 32  # images per backbone step, and feature vectors per head step
+    batch_size: int = 32  # images per backbone step
+    head_batch_size: int = 128  # feature vectors per head step: a third of batch 32's time
+    calibrate: bool = True  # temperature scaling on the validation split
+    tflite: bool = True  # float16 and int8 TFLite files in the report
     fine_tune: bool = False
     fine_tune_layers: int = 30  # the backbone's last layers: block_14 onwards
     fine_tune_epochs: int = 10
@@ -62,6 +72,12 @@ class Recipe:
     def augmenter(self, seed: int):
         return build_augmenter(**self.augmentation(), seed=seed)
 
+    def view_name(self, view: int) -> str:
+        """The feature cache's name for augmented view `view`: every parameter
+        that changes its pixels."""
+        settings = ",".join(f"{k}={v}" for k, v in self.augmentation().items())
+        return f"augment:{settings}:seed={self.seed + 10 * view}:view={view}"
+
 
 @dataclass
 class Result:
@@ -70,14 +86,18 @@ class Result:
     report_dir: Path
     metrics: dict = field(repr=False)
     model: keras.Model = field(repr=False)  # the trained Keras model that was exported
+    parts: data.Split = field(repr=False)  # the base photos' split (reviewed photos not in it)
+    class_names: list[str] = field(default_factory=list)
+    base: keras.Model | None = field(default=None, repr=False)  # frozen: reusable for features
+    recipe: Recipe | None = None
 
 
 def head_scores(head: keras.Model, features: np.ndarray) -> np.ndarray:
     return head.predict(features, verbose=0, batch_size=256)
 
 
-def labels_of(examples: list[data.Example]) -> np.ndarray:
-    return np.array([e.label for e in examples])
+def labels_of(examples: Sequence[data.Example]) -> np.ndarray:
+    return np.array([e.label for e in examples], dtype=np.int64)
 
 
 @dataclass
@@ -86,32 +106,69 @@ class Learned:
     model: keras.Model  # base and head joined: pixels in, class probabilities out
     history: dict[str, list[float]]
     features: dict[str, np.ndarray]  # per split, from the final base
+    degraded: dict[str, np.ndarray]  # per degradation, of the test photos
     head_epochs: int
+    calibration: dict | None
 
 
-def split_features(base: keras.Model, parts: data.Split) -> dict[str, np.ndarray]:
-    """Features of every split in one pass over the photos."""
+def view_features(base: keras.Model, examples: Sequence[data.Example], recipe: Recipe,
+                  cache: FeatureCache, *, plain_only: bool = False) -> list[np.ndarray]:
+    """[plain, augmented view 1, ...] features of `examples`, each [N, 1280]:
+    the rows a head trains on (the gate's folds call it for their photos too)."""
+    plain = cache.features(base, examples, view="plain", desc="features: plain")
+    return [plain, *([] if plain_only else augmented_views(base, examples, recipe, cache))]
+
+
+def augmented_views(base: keras.Model, examples: Sequence[data.Example], recipe: Recipe,
+                    cache: FeatureCache, shares: Shares | None = None) -> list[np.ndarray]:
+    return [cache.features(base, examples, view=recipe.view_name(v),
+                           augmenter=recipe.augmenter(recipe.seed + 10 * v),
+                           desc=f"features: augmented view {v + 1}",
+                           progress=shares.of(1 + v) if shares else None)
+            for v in range(recipe.augmented_views)]
+
+
+def all_features(base: keras.Model, parts: data.Split, recipe: Recipe, cache: FeatureCache,
+                 progress: Progress, degraded: bool = True) -> tuple[dict, list, dict]:
+    """Every feature the run needs, before the head trains: the splits (one
+    pass), the augmented views of the training photos, degraded test copies."""
     named = parts.named()
-    everything = extract_features(base, [e for part in named.values() for e in part],
-                                  desc="features: all splits")
+    everything = [e for part in named.values() for e in part]
+    shares = Shares(progress, Phase.FEATURES, [len(everything)]
+                    + [len(parts.train)] * recipe.augmented_views
+                    + [len(parts.test)] * (len(DEGRADATIONS) if degraded else 0))
+    plain = cache.features(base, everything, view="plain", desc="features: all splits",
+                           progress=shares.of(0))
     bounds = np.cumsum([len(part) for part in named.values()])[:-1]
-    return dict(zip(named, np.split(everything, bounds), strict=True))
+    features = dict(zip(named, np.split(plain, bounds), strict=True))
+    views = augmented_views(base, parts.train, recipe, cache, shares)
+    copies = {kind: cache.features(base, parts.test, view=f"degraded-{kind}",
+                                   render=lambda path, kind=kind: degrade(path, kind),
+                                   desc=f"features: degraded test, {kind}",
+                                   progress=shares.of(1 + recipe.augmented_views + i))
+              for i, kind in enumerate(DEGRADATIONS if degraded else ())}
+    return features, views, copies
 
 
-def learn(base: keras.Model, parts: data.Split, num_classes: int, recipe: Recipe) -> Learned:
-    """The fast path (and optional fine-tuning) from a frozen base to a trained model."""
-    features = split_features(base, parts)
-    views = [extract_features(base, parts.train, augmenter=recipe.augmenter(recipe.seed + 10 * v),
-                              desc=f"features: augmented view {v + 1}")
-             for v in range(recipe.augmented_views)]
-    head = build_head(num_classes, recipe.dropout)
+def learn(base: keras.Model, parts: data.Split, num_classes: int, recipe: Recipe, *,
+          cache: FeatureCache | None = None, progress: Progress | None = None,
+          degraded: bool = True) -> Learned:
+    """The fast path (and optional fine-tuning) from a frozen base to a trained,
+    calibrated model; `degraded=False` leaves out the degraded test copies'
+    features (scoring, not learning: bench/train_speed.py times learning)."""
+    cache = cache or FeatureCache(None)
+    progress = progress or Silent()
+    features, views, copies = all_features(base, parts, recipe, cache, progress, degraded)
+    head = build_head(num_classes, recipe.dropout, recipe.l2)
+    progress.phase(Phase.HEAD, 0.0)
     history = fit_head(
         head,
         (np.concatenate([features["train"], *views]),
          np.tile(labels_of(parts.train), recipe.augmented_views + 1)),
         (features["val"], labels_of(parts.val)),
         epochs=recipe.epochs, learning_rate=recipe.learning_rate, patience=recipe.patience,
-        batch_size=recipe.batch_size, seed=recipe.seed)
+        batch_size=recipe.head_batch_size, seed=recipe.seed,
+        label_smoothing=recipe.label_smoothing, callbacks=[EpochProgress(progress, recipe.epochs)])
     model = join(base, head)
     head_epochs = len(history["loss"])
     if recipe.fine_tune:
@@ -122,54 +179,76 @@ def learn(base: keras.Model, parts: data.Split, num_classes: int, recipe: Recipe
                            batch_size=recipe.batch_size, seed=recipe.seed,
                            patience=3, desc="fine-tuning")
         history = {k: history[k] + tuned[k] for k in history}
-        features = split_features(base, parts)  # the backbone moved: features anew
-    return Learned(head, model, history, features, head_epochs)
-
-
-def degraded_accuracy(base: keras.Model, head: keras.Model,
-                      test: list[data.Example]) -> dict[str, float]:
-    """Test accuracy on each kind of degraded copy of the test photos."""
-    truth = labels_of(test)
-    return {
-        kind: report.scores_summary(truth, head_scores(
-            head, extract_features(base, images, desc=f"degraded test: {kind}")))["accuracy"]
-        for kind, images in degraded_copies([e.path for e in test]).items()
-    }
+        # The backbone moved: features anew, and none of them cached.
+        features, _, copies = all_features(base, parts, replace(recipe, augmented_views=0),
+                                           FeatureCache(None), Silent(), degraded)
+    progress.phase(Phase.HEAD, 1.0)
+    calibration = None
+    if recipe.calibrate:
+        progress.phase(Phase.CALIBRATION, 0.0)
+        calibration = calibrate(head, features, {name: labels_of(part)
+                                                 for name, part in parts.named().items()})
+        progress.phase(Phase.CALIBRATION, 1.0)
+    return Learned(head, model, history, features, copies, head_epochs, calibration)
 
 
 def train(data_dir: Path, model_dir: Path, recipe: Recipe, *,
-          skip_bad_files: bool = False) -> Result:
+          skip_bad_files: bool = False, extra: Sequence[data.Example] = (),
+          progress: Progress | None = None, cache: FeatureCache | None = None,
+          candidate: bool = False, shift_data: Path | None = None) -> Result:
+    """Train, check and publish one version: `model_dir/<N>/`, or
+    `model_dir/candidates/<N>/` for a `candidate` the gate decides on.
+
+    `extra` (reviewed photos) join the training split only, so validation and
+    test stay the base photos' split from one version to the next.
+    """
+    progress = progress or Silent()
+    cache = cache or FeatureCache(None)
+    progress.phase(Phase.CHECKING, 0.0)
     found = data.scan(data_dir)
     data.check_trainable(found, min_per_class=recipe.min_per_class, skip_bad_files=skip_bad_files)
+    names = found.class_names
+    extra = data.check_examples(extra, names)
+    shifted = shift.scan(shift_data, names) if shift_data is not None else None
     export.ensure_writable(model_dir)
     parts = data.split(found.examples, seed=recipe.seed, val_fraction=recipe.val_fraction,
                        test_fraction=recipe.test_fraction)
-    labels = {name: labels_of(part) for name, part in parts.named().items()}
-    names = found.class_names
+    learning = data.Split(parts.train + extra, parts.val, parts.test)
+    labels = {name: labels_of(part) for name, part in learning.named().items()}
     base = build_base(recipe.weights)
+    progress.phase(Phase.CHECKING, 1.0)
 
     started = time.perf_counter()
-    learned = learn(base, parts, len(names), recipe)
+    learned = learn(base, learning, len(names), recipe, cache=cache, progress=progress)
     training_seconds = time.perf_counter() - started
     head, model, history, features = (learned.head, learned.model, learned.history,
                                       learned.features)
     scores = {name: head_scores(head, f) for name, f in features.items()}
-    robustness = degraded_accuracy(base, head, parts.test)
+    robustness = {kind: report.scores_summary(labels["test"], head_scores(head, f))["accuracy"]
+                  for kind, f in learned.degraded.items()}
 
     version, report_dir = export.reserve_version(model_dir)
-    staging = export.staging_dir(model_dir, version)
+    staging = model_files.staging_dir(model_dir, version)
     try:
+        progress.reserved(version)
+        progress.phase(Phase.EXPORT, 0.0)
         test_bytes = [e.path.read_bytes() for e in parts.test]
         export.write_saved_model(model, names, staging)
         export.write_warmup_requests(staging, model_dir.name, test_bytes)
+        progress.phase(Phase.EXPORT, 0.3)
         served = export.verify(staging, scores["test"], names, test_bytes)
+        progress.phase(Phase.EXPORT, 0.5)
         artifacts = {"saved_model": {
-            "path": str(version), "bytes": export.size_on_disk(staging),
+            "path": str(publish_path(version, candidate)),
+            "bytes": export.size_on_disk(staging),
             "test_accuracy": report.scores_summary(labels["test"], served)["accuracy"]}}
-        artifacts |= _tflite_files(model, parts, labels["test"], report_dir)
+        if recipe.tflite:
+            artifacts |= export.tflite_files(model, parts, labels["test"], report_dir)
+        progress.phase(Phase.EXPORT, 0.8)
         metrics = {
             "model_name": model_dir.name,
             "version": version,
+            "candidate": candidate,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "class_names": names,
             "data": {
@@ -177,48 +256,43 @@ def train(data_dir: Path, model_dir: Path, recipe: Recipe, *,
                 "fingerprint": found.fingerprint(),
                 "images_per_class": found.counts(),
                 "images": len(found.examples),
+                "reviewed_images": len(extra),
                 "bad_files_skipped": [str(b.path) for b in found.bad_files],
-                "split": {name: len(part) for name, part in parts.named().items()},
+                "split": {name: len(part) for name, part in learning.named().items()},
             },
             "hyperparameters": asdict(recipe),
             "training_seconds": round(training_seconds, 1),
+            "features_computed": cache.computed,
             "head_epochs": learned.head_epochs,
             **{name: report.scores_summary(labels[name], s) for name, s in scores.items()},
+            "calibration": learned.calibration,
             "robustness": {"degraded_test_accuracy": float(np.mean(list(robustness.values()))),
                            "per_degradation": robustness},
             "artifacts": artifacts,
             "history": history,
         }
+        if shifted is not None:
+            metrics["shift"] = shift.accuracy(staging, shifted)
         metrics["test"] |= report.per_class(labels["test"], scores["test"], names)
         report.write_metrics(report_dir, metrics)
+        report.write_json(report_dir / "manifest.json", report.manifest(found, extra))
         report.write_split(report_dir, found.root, parts.named(), names)
         report.plot_curves(history, report_dir / "curves.png",
                            fine_tune_from=learned.head_epochs if recipe.fine_tune else None)
         report.plot_confusion(metrics["test"]["confusion_matrix"], names,
                               report_dir / "confusion_matrix.png",
                               title=f"{model_dir.name} v{version}: test split")
-        version_dir = export.publish(staging, model_dir, version)
+        version_dir = model_dir / publish_path(version, candidate)
+        version_dir.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(staging, version_dir)
+        progress.phase(Phase.EXPORT, 1.0)
     except BaseException:
         export.discard(staging, report_dir)
         raise
-    return Result(version, version_dir, report_dir, metrics, model)
+    return Result(version, version_dir, report_dir, metrics, model, parts, names, base, recipe)
 
 
-def _tflite_files(model, parts: data.Split, test_labels: np.ndarray,
-                  report_dir: Path) -> dict[str, dict]:
-    """float16 and int8 TFLite files beside the report, with size and test accuracy."""
-    test_pixels = np.stack([decode_and_resize(e.path.read_bytes()).numpy() for e in parts.test])
-    calibration = np.stack([decode_and_resize(e.path.read_bytes()).numpy()
-                            for e in parts.train[:100]])
-    files = {}
-    for quantization in tqdm(("float16", "int8"), desc="TFLite export", unit="file"):
-        flatbuffer = export.tflite_model(model, quantization, calibration)
-        path = report_dir / f"model_{quantization}.tflite"
-        path.write_bytes(flatbuffer)
-        scores = export.tflite_predict(flatbuffer, test_pixels)
-        files[f"tflite_{quantization}"] = {
-            "path": str(path.relative_to(report_dir.parent.parent)),
-            "bytes": len(flatbuffer),
-            "test_accuracy": report.scores_summary(test_labels, scores)["accuracy"],
-        }
-    return files
+def publish_path(version: int, candidate: bool) -> Path:
+    """Where a finished version goes, relative to the model folder; the rename
+    is atomic, so a polling server never sees half a version."""
+    return Path(model_files.CANDIDATES, str(version)) if candidate else Path(str(version))
