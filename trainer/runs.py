@@ -28,7 +28,7 @@ from core.training import HEARTBEAT, Phase, RunStatus, finish, overall, reviewed
 from trainer import data, gate
 from trainer.errors import DatasetError, TrainerError
 from trainer.features import FeatureCache
-from trainer.train import Recipe, Result, train
+from trainer.train import Recipe, Result, train, view_features
 
 #: Seconds between two progress writes: often enough for a progress bar.
 WRITE_EVERY = 0.5
@@ -195,32 +195,21 @@ def _run(conns: Connections, model: Path, reporter: Reporter) -> tuple[RunStatus
             f"{verdict.reason}", figures)
 
 
-def _views(base, examples: list[data.Example], recipe: Recipe,
-           cache: FeatureCache) -> list[np.ndarray]:
-    """The plain features and every augmented view of `examples`, as the
-    candidate's training used them: from the cache, all of them by now."""
-    plain = cache.features(base, examples, view="plain", desc="gate: features")
-    return [plain] + [cache.features(base, examples, view=recipe.view_name(v),
-                                     augmenter=recipe.augmenter(recipe.seed + 10 * v),
-                                     desc=f"gate: augmented view {v + 1}")
-                      for v in range(recipe.augmented_views)]
-
-
 def _gate(conns: Connections, result: Result, reviewed: list[Reviewed], cache: FeatureCache,
           reporter: Reporter) -> gate.Verdict:
     names, recipe, base, parts = result.class_names, result.recipe, result.base, result.parts
     examples = parts.train + [r.example for r in reviewed]
     owners = np.concatenate([np.full(len(parts.train), -1), np.arange(len(reviewed))])
-    views = _views(base, examples, recipe, cache)
+    views = view_features(base, examples, recipe, cache)
     labels = np.array([e.label for e in examples])
-    val = (cache.features(base, parts.val, view="plain", desc="gate: validation"),
+    val = (view_features(base, parts.val, recipe, cache, plain_only=True)[0],
            np.array([e.label for e in parts.val]))
     predicted = gate.cross_validate(
         np.concatenate(views), np.tile(labels, len(views)), np.tile(owners, len(views)), val,
         views[0][len(parts.train):], labels[len(parts.train):], num_classes=len(names),
         recipe=recipe, on_fold=lambda f: reporter.phase(Phase.GATE, 0.6 * f))
     test = parts.test
-    test_x = cache.features(base, test, view="plain", desc="gate: test")
+    test_x = view_features(base, test, recipe, cache, plain_only=True)[0]
     test_predicted = result.model.get_layer("head").predict(test_x, verbose=0).argmax(axis=1)
     try:
         serving_version, answers = gate.serving_answers(
