@@ -70,11 +70,11 @@ def folds(labels: Sequence[int], seed: int) -> list[np.ndarray]:
 
 
 def cross_validate(train_x: np.ndarray, train_y: np.ndarray, owners: np.ndarray,
-                   val: tuple[np.ndarray, np.ndarray], reviewed_x: np.ndarray,
-                   reviewed_labels: Sequence[int], *, num_classes: int, recipe,
-                   on_fold=None) -> np.ndarray:
+                   reviewed_x: np.ndarray, reviewed_labels: Sequence[int], *,
+                   num_classes: int, recipe, epochs: int, on_fold=None) -> np.ndarray:
     """Predicted class of each reviewed photo by a head that never saw it,
-    trained as the candidate's head was (same recipe, same validation split).
+    trained as the candidate's head was: the same recipe, for the epochs early
+    stopping gave the candidate.
 
     `train_x`/`train_y` are the candidate's whole training matrix (every view
     of every photo) and `owners` the index of the reviewed photo each row came
@@ -85,8 +85,8 @@ def cross_validate(train_x: np.ndarray, train_y: np.ndarray, owners: np.ndarray,
     for i, held in enumerate(held_sets):
         keep = ~np.isin(owners, held)
         head = build_head(num_classes, recipe.dropout, recipe.l2)
-        fit_head(head, (train_x[keep], train_y[keep]), val, epochs=recipe.epochs,
-                 learning_rate=recipe.learning_rate, patience=recipe.patience,
+        fit_head(head, (train_x[keep], train_y[keep]), None, epochs=epochs,
+                 learning_rate=recipe.learning_rate, patience=None,
                  batch_size=recipe.head_batch_size, seed=recipe.seed + i,
                  label_smoothing=recipe.label_smoothing)
         predicted[held] = head.predict(reviewed_x[held], verbose=0).argmax(axis=1)

@@ -171,6 +171,9 @@ def _end(db: Database, run_id: str, model: Path, status: RunStatus, message: str
 
 def _run(conns: Connections, model: Path, reporter: Reporter) -> tuple[RunStatus, str, dict]:
     settings = conns.settings
+    if not settings.dataset_dir.is_dir():
+        raise DatasetError(f"the base data set {settings.dataset_dir} (DATASET_DIR) does not "
+                           "exist on the trainer worker")
     class_names = [d.name for d in data.class_folders(settings.dataset_dir)]
     reviewed, foreign = reviewed_examples(conns, class_names)
     if not reviewed:
@@ -202,12 +205,11 @@ def _gate(conns: Connections, result: Result, reviewed: list[Reviewed], cache: F
     owners = np.concatenate([np.full(len(parts.train), -1), np.arange(len(reviewed))])
     views = view_features(base, examples, recipe, cache)
     labels = np.array([e.label for e in examples])
-    val = (view_features(base, parts.val, recipe, cache, plain_only=True)[0],
-           np.array([e.label for e in parts.val]))
     predicted = gate.cross_validate(
-        np.concatenate(views), np.tile(labels, len(views)), np.tile(owners, len(views)), val,
+        np.concatenate(views), np.tile(labels, len(views)), np.tile(owners, len(views)),
         views[0][len(parts.train):], labels[len(parts.train):], num_classes=len(names),
-        recipe=recipe, on_fold=lambda f: reporter.phase(Phase.GATE, 0.6 * f))
+        recipe=recipe, epochs=result.metrics["head_epochs"],
+        on_fold=lambda f: reporter.phase(Phase.GATE, 0.6 * f))
     test = parts.test
     test_x = view_features(base, test, recipe, cache, plain_only=True)[0]
     test_predicted = result.model.get_layer("head").predict(test_x, verbose=0).argmax(axis=1)
