@@ -606,7 +606,7 @@ def test_the_loop_in_the_browser_review_by_keyboard_retrain_and_the_new_version_
     # The page reloads by itself when the run ends.
     expect(page.locator("#runs")).to_contain_text("promoted", timeout=300_000)
     visit.check("run-promoted")
-    row = page.locator("#versions tr", has_text=re.compile(r"^\s*2\s"))
+    row = page.locator("#versions tr:has(td:first-child:text-is('2'))")
     for _ in range(60):  # Serving polls the folder every half second
         if "AVAILABLE" in row.inner_text():
             break
