@@ -118,10 +118,24 @@ def test_train_with_a_local_weights_file_exports_a_version(tmp_path: Path, shape
                                                           keras_home: Path):
     weights = next((keras_home / "models").iterdir())
     done = trainer("train", "--data", shapes_dir, "--out", tmp_path, "--name", "m",
-                   "--weights", weights, "--epochs", "3", "--augmented-views", "0")
+                   "--weights", weights, "--epochs", "3", "--augmented-views", "0",
+                   "--feature-cache", tmp_path / "features",
+                   "--shift-data", make_dataset(tmp_path / "elsewhere", {"square": 3}))
     assert done.returncode == 0, done.stderr
     assert "exported m version 1" in done.stdout and "tflite_int8" in done.stdout
     assert (tmp_path / "m" / "1" / "saved_model.pb").is_file()
+    assert "elsewhere: " in done.stdout and "square" in done.stdout
+    assert "calibration: temperature" in done.stdout
+    assert list((tmp_path / "features").rglob("*.npy"))
+
+
+def test_train_refuses_photos_from_elsewhere_of_another_class_before_training(
+        tmp_path: Path, shapes_dir: Path):
+    done = trainer("train", "--data", shapes_dir, "--out", tmp_path / "out", "--name", "m",
+                   "--no-feature-cache",
+                   "--shift-data", make_dataset(tmp_path / "elsewhere", {"hexagon": 3}))
+    assert done.returncode == 2 and "hexagon are not classes of the model" in done.stderr
+    assert not (tmp_path / "out" / "m" / "reports").exists()
 
 
 def test_evaluate_scores_a_version_on_a_labelled_folder(trained, tmp_path: Path):

@@ -46,7 +46,7 @@ def test_folding_the_temperature_into_the_head_softens_scores_and_keeps_answers(
     labels = {part: np.array([rng.choice(4, p=p) for p in softmax(
         head_logits(head, f) / 8.0, axis=1)]) for part, f in features.items()}
 
-    report = calibrate(head, features, labels)
+    report = calibrate(head, (features["val"], labels["val"]), features, labels)
 
     after = head.predict(features["test"], verbose=0)
     assert report["temperature"] > 4

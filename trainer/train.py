@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -131,17 +131,19 @@ def augmented_views(base: keras.Model, examples: Sequence[data.Example], recipe:
 def all_features(base: keras.Model, parts: data.Split, recipe: Recipe, cache: FeatureCache,
                  progress: Progress, degraded: bool = True) -> tuple[dict, list, dict]:
     """Every feature the run needs, before the head trains: the splits (one
-    pass), the augmented views of the training photos, degraded test copies."""
+    pass), the augmented views of the training and validation photos, and
+    degraded test copies."""
     named = parts.named()
     everything = [e for part in named.values() for e in part]
     shares = Shares(progress, Phase.FEATURES, [len(everything)]
-                    + [len(parts.train)] * recipe.augmented_views
+                    + [len(parts.train) + len(parts.val)] * recipe.augmented_views
                     + [len(parts.test)] * (len(DEGRADATIONS) if degraded else 0))
     plain = cache.features(base, everything, view="plain", desc="features: all splits",
                            progress=shares.of(0))
     bounds = np.cumsum([len(part) for part in named.values()])[:-1]
     features = dict(zip(named, np.split(plain, bounds), strict=True))
-    views = augmented_views(base, parts.train, recipe, cache, shares)
+    # The validation photos' views are calibration's (calibration.py says why).
+    views = augmented_views(base, parts.train + parts.val, recipe, cache, shares)
     copies = {kind: cache.features(base, parts.test, view=f"degraded-{kind}",
                                    render=lambda path, kind=kind: degrade(path, kind),
                                    desc=f"features: degraded test, {kind}",
@@ -161,9 +163,10 @@ def learn(base: keras.Model, parts: data.Split, num_classes: int, recipe: Recipe
     features, views, copies = all_features(base, parts, recipe, cache, progress, degraded)
     head = build_head(num_classes, recipe.dropout, recipe.l2)
     progress.phase(Phase.HEAD, 0.0)
+    train_rows = len(parts.train)
     history = fit_head(
         head,
-        (np.concatenate([features["train"], *views]),
+        (np.concatenate([features["train"], *(v[:train_rows] for v in views)]),
          np.tile(labels_of(parts.train), recipe.augmented_views + 1)),
         (features["val"], labels_of(parts.val)),
         epochs=recipe.epochs, learning_rate=recipe.learning_rate, patience=recipe.patience,
@@ -179,15 +182,17 @@ def learn(base: keras.Model, parts: data.Split, num_classes: int, recipe: Recipe
                            batch_size=recipe.batch_size, seed=recipe.seed,
                            patience=3, desc="fine-tuning")
         history = {k: history[k] + tuned[k] for k in history}
-        # The backbone moved: features anew, and none of them cached.
-        features, _, copies = all_features(base, parts, replace(recipe, augmented_views=0),
-                                           FeatureCache(None), Silent(), degraded)
+        # The backbone moved: features anew (calibration reads the views), none cached.
+        features, views, copies = all_features(base, parts, recipe, FeatureCache(None),
+                                               Silent(), degraded)
     progress.phase(Phase.HEAD, 1.0)
     calibration = None
     if recipe.calibrate:
         progress.phase(Phase.CALIBRATION, 0.0)
-        calibration = calibrate(head, features, {name: labels_of(part)
-                                                 for name, part in parts.named().items()})
+        val_views = [features["val"], *(v[train_rows:] for v in views)]
+        calibration = calibrate(
+            head, (np.concatenate(val_views), np.tile(labels_of(parts.val), len(val_views))),
+            features, {name: labels_of(part) for name, part in parts.named().items()})
         progress.phase(Phase.CALIBRATION, 1.0)
     return Learned(head, model, history, features, copies, head_epochs, calibration)
 
