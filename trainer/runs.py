@@ -192,7 +192,11 @@ def _run(conns: Connections, model: Path, reporter: Reporter) -> tuple[RunStatus
     figures = verdict.figures | {"left_out_foreign_labels": foreign}
     (result.report_dir / "gate.json").write_text(json.dumps(figures, indent=2) + "\n")
     if verdict.promote:
-        model_files.promote(model, result.version)
+        try:
+            model_files.promote(model, result.version)
+        except model_files.PromotionError as exc:  # e.g. `make train` served a newer one
+            return (RunStatus.REJECTED, f"version {result.version} passed the gate but was kept "
+                    f"aside as a candidate: {exc}", figures)
         return RunStatus.PROMOTED, f"version {result.version} promoted: {verdict.reason}", figures
     return (RunStatus.REJECTED, f"version {result.version} kept aside as a candidate: "
             f"{verdict.reason}", figures)
