@@ -129,7 +129,7 @@ def settings_with(**values: str) -> Settings:
 def test_launch_starts_no_redis_when_one_answers(redis_url: str, capsys):
     settings = settings_with(REDIS_URL=redis_url)
     argv = launch.honcho_argv(settings, workers=3)
-    assert argv[-3:] == ["web", "worker", "serving"]
+    assert argv[-4:] == ["web", "worker", "trainer", "serving"]
     assert "worker=3" in argv
     assert "the one already running" in capsys.readouterr().out
 
@@ -137,7 +137,7 @@ def test_launch_starts_no_redis_when_one_answers(redis_url: str, capsys):
 def test_launch_adds_embedded_redis_when_none_answers(capsys):
     settings = settings_with(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     argv = launch.honcho_argv(settings, workers=1)
-    assert argv[-4:] == ["web", "worker", "serving", "redis"]
+    assert argv[-5:] == ["web", "worker", "trainer", "serving", "redis"]
     assert "embedded redis-server" in capsys.readouterr().out
 
 
