@@ -83,13 +83,13 @@ def extract_features(base: keras.Model, images: Sequence[Example] | Sequence[byt
 
 
 def compile_for_training(model: keras.Model, learning_rate: float,
-                         label_smoothing: float = 0.0) -> None:
+                         label_smoothing: float = 0.0, steps_per_execution: int = 1) -> None:
     """Labels are class indices; with label smoothing the loss takes one-hot
     targets, so `one_hot` turns the datasets' labels into them."""
     loss = (keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
             if label_smoothing else "sparse_categorical_crossentropy")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss,
-                  metrics=["accuracy"])
+                  metrics=["accuracy"], steps_per_execution=steps_per_execution)
 
 
 def fit_head(head: keras.Model, train: tuple[np.ndarray, np.ndarray],
@@ -100,7 +100,7 @@ def fit_head(head: keras.Model, train: tuple[np.ndarray, np.ndarray],
     keeping the best epoch's weights; with no `val` (or no `patience`) it runs
     all `epochs` (the gate's folds, which reuse the candidate's epoch count)."""
     keras.utils.set_random_seed(seed)
-    compile_for_training(head, learning_rate, label_smoothing)
+    compile_for_training(head, learning_rate, label_smoothing, steps_per_execution=64)
     if label_smoothing:
         one_hot = np.eye(head.output_shape[-1], dtype=np.float32)
         train = (train[0], one_hot[train[1]])
