@@ -54,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
                        help="then unfreeze the backbone's top blocks at a low learning rate")
     train.add_argument("--fine-tune-epochs", type=_positive, default=None)
     train.add_argument("--augmented-views", type=int, default=None,
-                       help="augmented copies of each training photo (default 2)")
+                       help="augmented copies of each training photo (default 1)")
     train.add_argument("--seed", type=int, default=None, help="split and training seed")
     train.add_argument("--min-per-class", type=_positive, default=None)
     train.add_argument("--skip-bad-files", action="store_true",
