@@ -3,7 +3,7 @@
 #               on PORT (8000), and Redis if none answers on REDIS_URL; trains a first
 #               model version if there is none
 #   make test   lint and run every test
-#   make bench  print the trainer, serving and site benchmarks (Redis DB 11 is flushed)
+#   make bench  print the trainer, serving, site and loop benchmarks (Redis DBs 11, 13 flushed)
 
 PYTHON ?= python3
 VENV := .venv
@@ -95,9 +95,11 @@ test: setup weights browser lint
 bench: setup weights
 	$(BIN)/python bench/train_speed.py
 	$(BIN)/python bench/recipes.py
+	$(BIN)/python bench/shift.py
 	@ls -d "$(MODEL_BASE_PATH)/$(MODEL_NAME)"/[0-9]* >/dev/null 2>&1 || $(MAKE) --no-print-directory train
 	$(BIN)/python bench/serving_speed.py --model-dir "$(MODEL_BASE_PATH)/$(MODEL_NAME)"
 	$(BIN)/python bench/web_speed.py --model-dir "$(MODEL_BASE_PATH)/$(MODEL_NAME)"
+	$(BIN)/python bench/feedback_loop.py
 
 # serving/proto/*_pb2.py are committed; regenerate them after editing the .proto.
 protos: setup
