@@ -25,8 +25,9 @@ from core.settings import get_settings  # noqa: E402
 from trainer import data, report  # noqa: E402
 from trainer.fit import extract_features, fit_head  # noqa: E402
 from trainer.model import build_base, build_head  # noqa: E402
+from trainer.recipe import Recipe  # noqa: E402
 from trainer.robustness import degraded_copies  # noqa: E402
-from trainer.train import Recipe, head_scores  # noqa: E402
+from trainer.train import head_scores  # noqa: E402
 
 PLAIN = replace(Recipe(), blur=0.0, brightness=0.0, augmented_views=1)
 RECIPES = {
@@ -64,7 +65,7 @@ def main() -> None:
         have = views.setdefault(key, [])
         for v in range(len(have), recipe.augmented_views):
             have.append(extract_features(base, examples, desc=f"features: view {v + 1}",
-                                         augmenter=recipe.augmenter(recipe.seed + 10 * v)))
+                                         augmenter=recipe.view_augmenter(v)))
 
     rows = []
     for name, recipe in RECIPES.items():

@@ -34,7 +34,8 @@ from trainer.calibration import expected_calibration_error  # noqa: E402
 from trainer.features import FeatureCache  # noqa: E402
 from trainer.fit import fit_head  # noqa: E402
 from trainer.model import build_base, build_head  # noqa: E402
-from trainer.train import Recipe, head_scores, view_features  # noqa: E402
+from trainer.recipe import Recipe  # noqa: E402
+from trainer.train import head_scores, view_features  # noqa: E402
 
 DEFAULT = Recipe()
 OLD = replace(DEFAULT, l2=0.0, learning_rate=1e-3, head_batch_size=32)  # before this bench

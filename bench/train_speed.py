@@ -30,8 +30,9 @@ from trainer import data, report  # noqa: E402
 from trainer.features import FeatureCache  # noqa: E402
 from trainer.fit import extract_features, fit_images, image_dataset  # noqa: E402
 from trainer.model import build_base, build_head, join  # noqa: E402
+from trainer.recipe import Recipe  # noqa: E402
 from trainer.robustness import degraded_copies  # noqa: E402
-from trainer.train import Recipe, head_scores, labels_of, learn  # noqa: E402
+from trainer.train import head_scores, labels_of, learn  # noqa: E402
 
 #: The article's plain model.fit recipe: Adam at 1e-3, whatever the head's default now is.
 REFERENCE_LEARNING_RATE = 1e-3

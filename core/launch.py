@@ -88,7 +88,7 @@ def banner(settings: Settings, embedded_redis: bool) -> str:
         f"Database:   {settings.database_url}",
         "First admin: in another terminal, make admin NAME=you (asks for a password)",
         "New version: make train, or drop a SavedModel into "
-        f"{_shown(settings.model_base_path / settings.model_name)}/<N>/ (served within seconds)",
+        f"{_shown(settings.model_dir)}/<N>/ (served within seconds)",
     ])
 
 

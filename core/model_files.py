@@ -28,10 +28,6 @@ class PromotionError(ValueError):
     """A candidate that cannot be promoted, with a sentence that says why."""
 
 
-def model_dir(base_path: Path, name: str) -> Path:
-    return base_path / name
-
-
 def candidate_dir(model: Path, version: int) -> Path:
     return model / CANDIDATES / str(version)
 

@@ -181,6 +181,11 @@ class Settings:
                 "python -c 'import secrets; print(secrets.token_urlsafe(48))'")
 
     @property
+    def model_dir(self) -> Path:
+        """The served model's folder: TF Serving's base path for MODEL_NAME."""
+        return self.model_base_path / self.model_name
+
+    @property
     def fruits_dir(self) -> Path:
         """The reference data set: 5 classes of real fruit photos."""
         return self.shared_dir / "datasets" / "fruits"

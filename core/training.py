@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import StrEnum
-from pathlib import Path
 
 from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
@@ -22,6 +21,7 @@ from sqlalchemy.orm import Session
 from core import model_files
 from core.db import Prediction, TrainingRun, utcnow
 from core.lifecycle.status import Status
+from core.settings import Settings
 
 #: The job function, by name: the site must not import the trainer (TensorFlow).
 TASK = "trainer.runs.execute"
@@ -89,18 +89,18 @@ def finish(run: TrainingRun, status: RunStatus, message: str | None = None) -> N
         run.message = message
 
 
-def reap(session: Session, model_dir: Path, *, stale_after: float,
-         now: datetime | None = None) -> list[str]:
-    """Mark runs whose trainer worker died (no heartbeat for `stale_after`
-    seconds) as failed and remove what they left half written; returns their ids."""
-    limit = (now or utcnow()) - timedelta(seconds=stale_after)
+def reap(session: Session, settings: Settings, now: datetime | None = None) -> list[str]:
+    """Mark runs whose trainer worker died (no heartbeat for
+    `training_stale_after` seconds) as failed and remove what they left half
+    written; returns their ids."""
+    limit = (now or utcnow()) - timedelta(seconds=settings.training_stale_after)
     dead = list(session.scalars(select(TrainingRun).where(
         TrainingRun.status == RunStatus.RUNNING, TrainingRun.heartbeat_at < limit)))
     for run in dead:
         finish(run, RunStatus.FAILED, "the trainer worker stopped mid-run (killed or lost); "
                                       "nothing was promoted: start the run again")
         if run.version is not None:
-            model_files.discard_unfinished(model_dir, run.version)
+            model_files.discard_unfinished(settings.model_dir, run.version)
     return [run.id for run in dead]
 
 

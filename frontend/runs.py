@@ -8,7 +8,6 @@ a sentence for the administrator; the routes choose the HTTP status.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from redis import RedisError
@@ -19,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core import model_files, training
+from core import training
 from core.db import TrainingRun
 from core.lifecycle.connections import Connections
 from core.training import RunStatus
@@ -49,10 +48,6 @@ class RunFinished(RunError):
     pass
 
 
-def model_dir(svc: Connections) -> Path:
-    return model_files.model_dir(svc.settings.model_base_path, svc.settings.model_name)
-
-
 def start(svc: Connections, *, requested_by: str) -> TrainingRun:
     """A new queued run and its job. Refused while another run is active (the
     unique `active` flag decides between two administrators clicking at once) and
@@ -60,7 +55,7 @@ def start(svc: Connections, *, requested_by: str) -> TrainingRun:
     at once, so it does not block the next one."""
     try:
         with svc.db.session() as session:
-            training.reap(session, model_dir(svc), stale_after=svc.settings.training_stale_after)
+            training.reap(session, svc.settings)
             _refuse_if_active(session)
             if not session.scalar(select(func.count())
                                   .select_from(training.reviewed_photos().subquery())):
@@ -95,7 +90,7 @@ def _refuse_if_active(session: Session) -> None:
 def runs(svc: Connections, limit: int = 50) -> list[TrainingRun]:
     """The newest runs first, after reaping those whose trainer worker died."""
     with svc.db.session() as session:
-        training.reap(session, model_dir(svc), stale_after=svc.settings.training_stale_after)
+        training.reap(session, svc.settings)
     with svc.db.session() as session:
         return list(session.scalars(select(TrainingRun)
                                     .order_by(TrainingRun.created_at.desc(), TrainingRun.id)
@@ -104,7 +99,7 @@ def runs(svc: Connections, limit: int = 50) -> list[TrainingRun]:
 
 def get(svc: Connections, run_id: str) -> TrainingRun | None:
     with svc.db.session() as session:
-        training.reap(session, model_dir(svc), stale_after=svc.settings.training_stale_after)
+        training.reap(session, svc.settings)
     with svc.db.session() as session:
         return session.get(TrainingRun, run_id)
 
@@ -113,7 +108,7 @@ def cancel(svc: Connections, run_id: str) -> TrainingRun | None:
     """A queued run is cancelled and its job taken off the queue; a running one is
     asked to stop at its next progress report. None for an unknown run."""
     with svc.db.session() as session:
-        training.reap(session, model_dir(svc), stale_after=svc.settings.training_stale_after)
+        training.reap(session, svc.settings)
     with svc.db.session() as session:
         run = session.get(TrainingRun, run_id)
         if run is None:

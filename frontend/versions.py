@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from core.contract import version_folders
+from core.model_files import REPORTS
 from core.serving_client import ServingClient
 from core.settings import Settings
 
@@ -42,7 +43,7 @@ def report_path(settings: Settings, version: int, name: str) -> Path:
 
 
 def _reports_dir(settings: Settings) -> Path:
-    return settings.model_base_path / settings.model_name / "reports"
+    return settings.model_dir / REPORTS
 
 
 def class_names(settings: Settings, version: int | None) -> list[str]:

@@ -110,7 +110,8 @@ class Exported:
 
 def train_and_export(data_dir: Path, folder: Path, name: str, **recipe):
     """Trains into folder/<name> and leaves what `Exported` reads beside it."""
-    from trainer.train import Recipe, train
+    from trainer.recipe import Recipe
+    from trainer.train import train
 
     result = train(data_dir, folder / name, Recipe(**recipe))
     if os.environ.get("PYTEST_XDIST_WORKER"):

@@ -13,6 +13,7 @@ import io
 import random
 import socket
 import struct
+import subprocess
 import time
 import zipfile
 import zlib
@@ -283,6 +284,17 @@ def listening(port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(0.5)
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def stop(process: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM, as a supervisor stops a process, then SIGKILL after `timeout`."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def wait_until(condition: Callable[[], object], timeout: float, what: str, *,

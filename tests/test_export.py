@@ -112,7 +112,8 @@ def test_tflite_files_answer_like_the_keras_model(trained):
 
 def test_a_failed_export_leaves_no_version_and_no_report(tmp_path: Path, shapes_dir: Path,
                                                          monkeypatch):
-    from trainer.train import Recipe, train
+    from trainer.recipe import Recipe
+    from trainer.train import train
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
@@ -128,7 +129,8 @@ def test_a_failed_export_leaves_no_version_and_no_report(tmp_path: Path, shapes_
 def test_fine_tuning_trains_the_top_blocks_and_still_exports_a_checked_version(
         tmp_path: Path, shapes_dir: Path):
     from trainer.model import build_base
-    from trainer.train import Recipe, train
+    from trainer.recipe import Recipe
+    from trainer.train import train
 
     recipe = Recipe(epochs=3, augmented_views=0, fine_tune=True, fine_tune_epochs=2,
                     fine_tune_layers=10)

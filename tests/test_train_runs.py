@@ -28,7 +28,8 @@ def reviewed_photos(folder: Path, per_class: dict[str, int]) -> list[data.Exampl
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, shapes_dir: Path):
-    from trainer.train import Recipe, train
+    from trainer.recipe import Recipe
+    from trainer.train import train
 
     tmp = tmp_path_factory.mktemp("run")
     extra = reviewed_photos(tmp / "store", {"circle": 3, "square": 2})
@@ -103,7 +104,8 @@ def test_photos_from_elsewhere_are_scored_per_class(run):
 
 
 def test_a_second_run_with_more_reviewed_photos_computes_only_theirs(run, shapes_dir: Path):
-    from trainer.train import Recipe, train
+    from trainer.recipe import Recipe
+    from trainer.train import train
 
     first, extra, _, cache, tmp = run
     more = extra + reviewed_photos(tmp / "store2", {"triangle": 2})
@@ -118,7 +120,8 @@ def test_a_second_run_with_more_reviewed_photos_computes_only_theirs(run, shapes
 @pytest.mark.parametrize("phase", [Phase.FEATURES, Phase.HEAD, Phase.EXPORT])
 def test_a_cancel_from_the_progress_reporter_leaves_nothing_behind(tmp_path: Path,
                                                                    shapes_dir: Path, phase):
-    from trainer.train import Recipe, train
+    from trainer.recipe import Recipe
+    from trainer.train import train
 
     model_dir = tmp_path / "shapes"
     progress = RecordedProgress(cancel_at=phase)
@@ -131,7 +134,8 @@ def test_a_cancel_from_the_progress_reporter_leaves_nothing_behind(tmp_path: Pat
 
 def test_reviewed_photos_with_a_label_outside_the_classes_are_refused(tmp_path: Path,
                                                                      shapes_dir: Path):
-    from trainer.train import Recipe, train
+    from trainer.recipe import Recipe
+    from trainer.train import train
 
     extra = reviewed_photos(tmp_path / "store", {"circle": 1})
     with pytest.raises(DatasetError, match="not one of the 3 classes"):

@@ -32,7 +32,7 @@ from core import migrate
 from core.db import ApiToken, Batch, Database, Prediction, TrainingRun, User
 from core.settings import ROOT
 from core.storage import ImageStore
-from tests.factories import database, session
+from tests.factories import database, session, stop
 from tests.serving_process import ServingProcess
 
 REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -224,12 +224,7 @@ def worker_process(env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.P
                                cwd=ROOT, env=os.environ.copy(), stdout=log,
                                stderr=subprocess.STDOUT)
     yield process
-    process.terminate()
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    stop(process)
     log.close()
 
 
@@ -274,11 +269,5 @@ def loop(env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         trainer = subprocess.Popen([sys.executable, "-m", "trainer", "worker"], cwd=ROOT,
                                    env=os.environ.copy(), stdout=out, stderr=subprocess.STDOUT)
     yield Loop(model_dir, server, trainer, log)
-    if trainer.poll() is None:
-        trainer.terminate()
-        try:
-            trainer.wait(60)
-        except subprocess.TimeoutExpired:
-            trainer.kill()
-            trainer.wait()
+    stop(trainer, 60)
     server.stop()

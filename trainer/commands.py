@@ -29,7 +29,7 @@ def stats(args: argparse.Namespace) -> int:
 
 def train(args: argparse.Namespace) -> int:
     from trainer.features import FeatureCache
-    from trainer.train import Recipe
+    from trainer.recipe import Recipe
     from trainer.train import train as run_training
 
     overrides = {

@@ -28,7 +28,8 @@ from core.training import HEARTBEAT, Phase, RunStatus, finish, overall, reviewed
 from trainer import data, gate
 from trainer.errors import DatasetError, TrainerError
 from trainer.features import FeatureCache
-from trainer.train import Recipe, Result, train, view_features
+from trainer.recipe import Recipe
+from trainer.train import Result, train, view_features
 
 #: Seconds between two progress writes: often enough for a progress bar.
 WRITE_EVERY = 0.5
@@ -125,7 +126,7 @@ def execute(run_id: str) -> str:
     """The training run `run_id`, start to finish; returns its final status."""
     conns = for_this_process()
     settings = conns.settings
-    model = model_files.model_dir(settings.model_base_path, settings.model_name)
+    model = settings.model_dir
     if not _start(conns.db, run_id):
         return "not queued"
     try:

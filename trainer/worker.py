@@ -13,7 +13,6 @@ import logging
 
 import rq
 
-from core import model_files
 from core.db import Database
 from core.lifecycle.connections import connect_redis
 from core.settings import Settings
@@ -25,8 +24,7 @@ log = logging.getLogger(__name__)
 def work(settings: Settings, *, burst: bool = False) -> int:
     db = Database(settings.database_url)
     with db.session() as session:
-        dead = reap(session, model_files.model_dir(settings.model_base_path, settings.model_name),
-                    stale_after=settings.training_stale_after)
+        dead = reap(session, settings)
     if dead:
         log.warning("training run(s) %s had lost their worker: marked failed", ", ".join(dead))
     db.dispose()

@@ -118,7 +118,7 @@ def cancel_run(run_id: str):
 def promote(version: int):
     """A candidate the gate rejected, served by an administrator's decision."""
     svc = services()
-    model = runs.model_dir(svc)
+    model = svc.settings.model_dir
     if version not in model_files.candidates(model) and version not in version_folders(model):
         abort(404, f"there is no candidate version {version}")
     try:

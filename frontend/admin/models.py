@@ -26,7 +26,7 @@ def models():
     found = reports(settings)
     served = {int(v["version"]) for v in versions}
     recent = runs.runs(svc)
-    candidates = model_files.candidates(runs.model_dir(svc))
+    candidates = model_files.candidates(svc.settings.model_dir)
     with svc.db.session() as db:
         live = model_history.live_accuracy(db)
         by_version = model_history.runs_by_version(db)
