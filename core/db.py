@@ -158,6 +158,44 @@ class ApiToken(Base):
     user: Mapped[User] = relationship()
 
 
+class AdminSession(Base):
+    """One logged-in browser of an administrator, kept on the server so that it can
+    be ended: the signed cookie carries only a random token, whose SHA-256 is
+    stored here. Logging out ends this row; "log out everywhere" and a password
+    change end every row of the user (frontend/admin/sessions.py)."""
+
+    __tablename__ = "admin_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
+    #: Shown to the administrator in the list of their sessions.
+    address: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(255))
+
+    user: Mapped[User] = relationship()
+
+
+class ApiKey(Base):
+    """A key a program sends to the public API (`X-API-Key`) for quotas of its own
+    instead of the per-address ones; only its SHA-256 is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    #: Images the key may send per hour and per day.
+    images_per_hour: Mapped[int] = mapped_column(Integer)
+    images_per_day: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
 class TrainingRun(Base):
     """One retraining from the base photos plus the reviewed records, and its gate.
 
