@@ -29,7 +29,7 @@ from sqlalchemy import delete
 from werkzeug.security import generate_password_hash
 
 from core import migrate
-from core.db import ApiToken, Batch, Database, Prediction, TrainingRun, User
+from core.db import AdminSession, ApiKey, ApiToken, Batch, Database, Prediction, TrainingRun, User
 from core.settings import ROOT
 from core.storage import ImageStore
 from tests.factories import database, session, stop
@@ -97,7 +97,7 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """Each database in turn, emptied before the test."""
     url = request.getfixturevalue(f"{request.param}_url")
     with session(url) as emptying:
-        for table in (Prediction, Batch, ApiToken, User, TrainingRun):
+        for table in (Prediction, Batch, ApiToken, AdminSession, ApiKey, User, TrainingRun):
             emptying.execute(delete(table))
     yield url
 
