@@ -1,0 +1,220 @@
+"""The JSON API fuzzed from its own OpenAPI document, against the real site.
+
+schemathesis reads /api/openapi.json from gunicorn (a real worker and the
+embedded Serving behind it), generates requests for every operation, valid
+and invalid, and checks each answer: no 5xx, no status the document does not
+list, a Content-Type, body and headers as documented. The file fields get
+real images of every type we take, images damaged a byte at a time, images
+over the pixel or byte limits and random bytes; path ids are sometimes ones
+the site really has, so the success bodies (done, failed, batches) are
+checked too. A second run with Serving down allows 503 as the one 5xx.
+
+Bounded: a fixed number of examples per operation, derandomized (the same
+requests every run), small upload limits for the site under test, and only
+the loopback address.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
+from PIL import Image
+from schemathesis import GenerationMode
+from schemathesis.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from frontend.openapi import IMAGE_TYPES
+from tests.factories import image_bytes, noise_png, photo_bytes, png_claiming, zip_bytes
+from tests.test_browser import gunicorn
+
+#: Small limits, so no generated request can fill the disk or the memory: the
+#: factories' images are a few KB and 160x120.
+LIMITS = {"MAX_IMAGE_BYTES": str(48 * 1024), "MAX_REQUEST_BYTES": str(256 * 1024),
+          "MAX_IMAGE_PIXELS": str(300 * 300), "MAX_BATCH_IMAGES": "6",
+          "WEB_WORKERS": "1", "WEB_THREADS": "4"}
+#: not_a_server_error is the assertion in Fuzzer, which knows the one 5xx a run allows.
+CHECKS = [status_code_conformance, content_type_conformance,
+          response_schema_conformance, response_headers_conformance]
+#: Examples per operation and run (the coverage phase adds its own boundary cases).
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
+
+
+def _animated_gif(frames: int) -> bytes:
+    out = io.BytesIO()
+    pictures = [Image.new("RGB", (40, 30), (i * 40 % 256, 90, 160)) for i in range(frames)]
+    pictures[0].save(out, "GIF", save_all=True, append_images=pictures[1:])
+    return out.getvalue()
+
+
+def _samples() -> list[bytes]:
+    """Files the site must take or refuse cleanly: each type we take, a photo
+    with EXIF rotation, an animated GIF, one over the byte limit, one whose
+    header claims too many pixels, cut short, and empty."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    good = [image_bytes(seed, fmt) for seed, fmt in enumerate(["JPEG", "PNG", "GIF", "BMP",
+                                                                "WEBP"])]
+    return [*good, photo_bytes("circle", 1, exif=exif.tobytes()), _animated_gif(3),
+            noise_png(200), png_claiming(20_000, 20_000), good[0][: len(good[0]) // 2],
+            good[1][:40], b""]
+
+
+SAMPLES = _samples()
+
+
+@st.composite
+def _damaged(draw: st.DrawFn) -> bytes:
+    """A real image with a few bytes changed: the decoder's inputs, not just the header."""
+    data = bytearray(draw(st.sampled_from(SAMPLES[:7])))
+    for _ in range(draw(st.integers(1, 4))):
+        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    return bytes(data)
+
+
+IMAGE_FILES = st.one_of(st.sampled_from(SAMPLES), _damaged(), st.binary(max_size=512))
+ARCHIVES = st.one_of(
+    st.lists(st.sampled_from(SAMPLES), max_size=8).map(
+        lambda files: zip_bytes({f"dir/{i}.img": data for i, data in enumerate(files)})),
+    st.sampled_from(SAMPLES[:3]),  # not a zip
+    st.binary(max_size=256))
+for media_type in IMAGE_TYPES.split(", "):
+    schemathesis.openapi.media_type(media_type, IMAGE_FILES)
+schemathesis.openapi.media_type("application/zip", ARCHIVES)
+
+
+#: Names of file parts: ordinary ones, none (a form field, not a file), and what
+#: display names must defuse (folders, drives, NUL, bidi overrides, length).
+FILENAMES = st.one_of(
+    st.sampled_from(["photo.jpg", "shot.PNG", "dir/sub/x.webp", None, "../../etc/passwd",
+                     "C:\\Users\\me\\a.gif", "a\x00b.jpg", "\u202egpj.exe", "x" * 400,
+                     ".hidden.png", "=cmd|' /C calc'!A0.bmp"]),
+    st.text(max_size=60))
+
+
+def _upload(url: str, field: str, files: list[tuple[str, bytes]]) -> dict:
+    path = "/api/predictions" if field == "image" else "/api/batches"
+    response = requests.post(f"{url}{path}", files=[(field, f) for f in files], timeout=30)
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def _known_ids(url: str) -> dict[str, list[str]]:
+    """Ids the site has, for the fuzzer to ask about beside made-up ones: a
+    prediction the worker has answered (or, with Serving down, failed) and a batch."""
+    one = _upload(url, "image", [("one.png", SAMPLES[1])])
+    finished = requests.get(f"{url}{one['url']}?wait=30", timeout=60).json()
+    assert finished["status"] in ("done", "failed"), finished
+    batch = _upload(url, "images", [("a.jpg", SAMPLES[0]), ("b.txt", b"not an image")])
+    return {"prediction_id": [one["id"]], "batch_id": [batch["id"]]}
+
+
+@pytest.fixture
+def fuzzed_site(env: dict[str, str], worker_process, tmp_path: Path,
+                monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """gunicorn with a worker behind it, under the small LIMITS; its URL."""
+    for key, value in LIMITS.items():
+        monkeypatch.setenv(key, value)
+    with gunicorn(tmp_path) as url:
+        yield url
+
+
+@dataclass
+class Fuzzer:
+    """Runs every operation of the site's document through schemathesis and
+    collects what the checks find, so one run reports every operation's
+    failure rather than the first."""
+
+    url: str
+    allowed_5xx: frozenset[int] = frozenset()
+    #: How often each operation answered each status: (operation, status) -> count.
+    answers: Counter = field(default_factory=Counter)
+    failures: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def cases(self) -> int:
+        return sum(self.answers.values())
+
+    def run(self) -> None:
+        config = schemathesis.Config.from_dict({"base-url": self.url, "request-timeout": 60})
+        schema = schemathesis.openapi.from_url(f"{self.url}/api/openapi.json", config=config)
+        known = _known_ids(self.url)
+        for result in schema.get_all_operations():
+            operation = result.ok()
+            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+                self._fuzz(operation, mode, known)
+
+    def _fuzz(self, operation, mode: GenerationMode, known: dict[str, list[str]]) -> None:
+        names = [name for name in known if "{" + name + "}" in operation.path]
+
+        @FUZZ
+        @given(case=operation.as_strategy(generation_mode=mode), real=st.integers(0, 2),
+               data=st.data())
+        def fuzz(case, real: int, data: st.DataObject) -> None:
+            if names and real == 0:  # a third of the time, ids the site has
+                case.path_parameters = {**(case.path_parameters or {}),
+                                        **{name: known[name][0] for name in names}}
+            request = case.as_transport_kwargs(base_url=self.url)
+            # schemathesis names file parts after their field or none at all:
+            # every part gets a name of the fuzzer's, a client's or an attacker's.
+            request["files"] = [(field, (data.draw(FILENAMES), *part[1:]))
+                                for field, part in request.get("files") or []] or None
+            response = requests.request(**request, timeout=60)
+            self.answers[operation.label, response.status_code] += 1
+            case.validate_response(response, checks=CHECKS)
+            assert response.status_code < 500 or response.status_code in self.allowed_5xx, (
+                f"{response.status_code}: {response.text[:500]}")
+
+        try:
+            fuzz()
+        except Unsatisfiable:
+            pass  # nothing invalid to make: every string is a valid id
+        except Exception as exc:  # noqa: BLE001 (collected, reported at the end)
+            self.failures[f"{operation.label} ({mode.value})"] = str(exc)[:3000]
+
+    def summary(self) -> str:
+        return "\n".join(f"{label}: {status} x{count}"
+                         for (label, status), count in sorted(self.answers.items()))
+
+    def report(self) -> str:
+        return "\n\n".join(f"{label}:\n{text}" for label, text in self.failures.items())
+
+
+#: Examples per operation and mode; no shrinking (a failure is reported as found),
+#: the same examples every run.
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+                phases=[Phase.explicit, Phase.generate],
+                suppress_health_check=list(HealthCheck))
+
+
+def test_fuzzed_requests_get_documented_answers_and_never_a_server_error(serving, fuzzed_site):
+    fuzzer = Fuzzer(fuzzed_site)
+    fuzzer.run()
+    print(f"{fuzzer.cases} cases:\n{fuzzer.summary()}")
+    assert not fuzzer.failures, fuzzer.report()
+    # The fuzzer got past the checks too, not only into their refusals.
+    assert fuzzer.answers["POST /api/predictions", 202] and fuzzer.answers["POST /api/batches", 202]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_with_serving_down_the_only_server_error_is_a_documented_503(fuzzed_site):
+    fuzzer = Fuzzer(fuzzed_site, allowed_5xx=frozenset({503}))
+    fuzzer.run()
+    print(f"{fuzzer.cases} cases:\n{fuzzer.summary()}")
+    assert not fuzzer.failures, fuzzer.report()
+    # The fuzzer got past the checks too, not only into their refusals.
+    assert fuzzer.answers["POST /api/predictions", 202] and fuzzer.answers["POST /api/batches", 202]
