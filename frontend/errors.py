@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from flask import (
     Flask,
+    Request,
     Response,
     abort,
     current_app,
@@ -17,7 +18,8 @@ from flask import (
     request,
 )
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
+from werkzeug.formparser import FormDataParser
 
 from frontend.uploads import UploadError
 
@@ -33,7 +35,25 @@ def error_response(message: str, status: int) -> tuple[Response | str, int]:
     return render_template("error.html", message=message, status=status), status
 
 
+class _FormParser(FormDataParser):
+    """Werkzeug files a part whose name it cannot read (`name="x\\"`, the quote
+    escaped) under None, on which Flask-WTF's CSRF check and every reader of
+    `request.form` fail: such a form is refused before anything reads it."""
+
+    def parse(self, *args, **kwargs):
+        stream, form, files = super().parse(*args, **kwargs)
+        if None in form or None in files:
+            raise BadRequest("a form field's name cannot be read; check its quoting")
+        return stream, form, files
+
+
+class _Request(Request):
+    form_data_parser_class = _FormParser
+
+
 def init_app(app: Flask) -> None:
+    app.request_class = _Request
+
     @app.before_request
     def refuse_nul_characters():
         # PostgreSQL's text cannot hold U+0000 (psycopg raises DataError, a 500):
