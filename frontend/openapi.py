@@ -37,7 +37,7 @@ def path_id(name: str) -> dict[str, Any]:
 
 
 def object_schema(required: dict[str, Any], optional: dict[str, Any] | None = None,
-            **keywords: Any) -> dict[str, Any]:
+                  **keywords: Any) -> dict[str, Any]:
     return {"type": "object", "required": list(required),
             "properties": required | (optional or {}), **keywords}
 
@@ -50,13 +50,13 @@ def _upload(summary: str, fields: dict[str, Any], encoding: dict[str, str],
             required: list[str], answer: dict[str, Any], **choice: Any) -> dict[str, Any]:
     """A multipart upload: 202 with the new resource and its URL in Location.
     A program may send an API key (X-API-Key) for its own quota. Other form
-    fields are ignored, and left out of the contract."""
+    fields are ignored."""
     return {
         "summary": summary,
         "security": [{}, {"apiKey": []}],
         "requestBody": {"required": True, "content": {"multipart/form-data": {
             "schema": {"type": "object", "required": required, "properties": fields,
-                       "additionalProperties": False, **choice},
+                       **choice},
             "encoding": {name: {"contentType": kind} for name, kind in encoding.items()}}}},
         "responses": {"202": {"description": "Accepted and queued",
                               "headers": {"Location": ref("headers", "Location")},

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from pathlib import Path
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from PIL import Image
@@ -37,9 +38,19 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from schemathesis.core.failures import FailureGroup
 
+from core.db import Database
+from frontend import tokens
 from frontend.openapi import IMAGE_TYPES
-from tests.factories import image_bytes, noise_png, photo_bytes, png_claiming, zip_bytes
+from tests.factories import (
+    add_training_run,
+    image_bytes,
+    noise_png,
+    photo_bytes,
+    png_claiming,
+    zip_bytes,
+)
 from tests.test_browser import gunicorn
 
 #: Small limits, so no generated request can fill the disk or the memory: the
@@ -51,7 +62,9 @@ LIMITS = {"MAX_IMAGE_BYTES": str(48 * 1024), "MAX_REQUEST_BYTES": str(256 * 1024
 CHECKS = [status_code_conformance, content_type_conformance,
           response_schema_conformance, response_headers_conformance]
 #: Examples per operation and run (the coverage phase adds its own boundary cases).
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
+#: The same examples every run, unless FUZZ_SEED asks for other ones (to explore).
+SEED = os.environ.get("FUZZ_SEED")
 
 
 def _animated_gif(frames: int) -> bytes:
@@ -67,7 +80,7 @@ def _samples() -> list[bytes]:
     header claims too many pixels, cut short, and empty."""
     exif = Image.Exif()
     exif[0x0112] = 6
-    good = [image_bytes(seed, fmt) for seed, fmt in enumerate(["JPEG", "PNG", "GIF", "BMP",
+    good = [image_bytes(i, fmt) for i, fmt in enumerate(["JPEG", "PNG", "GIF", "BMP",
                                                                 "WEBP"])]
     return [*good, photo_bytes("circle", 1, exif=exif.tobytes()), _animated_gif(3),
             noise_png(200), png_claiming(20_000, 20_000), good[0][: len(good[0]) // 2],
@@ -97,13 +110,20 @@ for media_type in IMAGE_TYPES.split(", "):
 schemathesis.openapi.media_type("application/zip", ARCHIVES)
 
 
-#: Names of file parts: ordinary ones, none (a form field, not a file), and what
-#: display names must defuse (folders, drives, NUL, bidi overrides, length).
-FILENAMES = st.one_of(
+#: Names of file parts and form fields: ordinary ones, none (a file part without
+#: one is a plain field), and what the site must defuse or refuse: folders and
+#: drives, NUL, a bidi override, quotes and a trailing backslash (which escapes
+#: the closing quote of the multipart header), a formula, length.
+NAMES = st.one_of(
     st.sampled_from(["photo.jpg", "shot.PNG", "dir/sub/x.webp", None, "../../etc/passwd",
                      "C:\\Users\\me\\a.gif", "a\x00b.jpg", "\u202egpj.exe", "x" * 400,
-                     ".hidden.png", "=cmd|' /C calc'!A0.bmp"]),
+                     ".hidden.png", "=cmd|' /C calc'!A0.bmp", 'say "cheese".jpg', "back\\",
+                     ""]),
     st.text(max_size=60))
+#: The document's file fields (their other fields are for the fuzzer to invent).
+FILE_FIELDS = {"image", "images", "archive"}
+EXTRA_FIELDS = st.lists(st.tuples(NAMES.filter(lambda name: name is not None),
+                                  st.text(max_size=20)), max_size=3)
 
 
 def _upload(url: str, field: str, files: list[tuple[str, bytes]]) -> dict:
@@ -113,14 +133,17 @@ def _upload(url: str, field: str, files: list[tuple[str, bytes]]) -> dict:
     return response.json()
 
 
-def _known_ids(url: str) -> dict[str, list[str]]:
+def _known_ids(url: str, db: Database) -> dict[str, list[str]]:
     """Ids the site has, for the fuzzer to ask about beside made-up ones: a
-    prediction the worker has answered (or, with Serving down, failed) and a batch."""
+    prediction the worker has answered (or, with Serving down, failed), a batch
+    and a finished training run."""
     one = _upload(url, "image", [("one.png", SAMPLES[1])])
     finished = requests.get(f"{url}{one['url']}?wait=30", timeout=60).json()
     assert finished["status"] in ("done", "failed"), finished
     batch = _upload(url, "images", [("a.jpg", SAMPLES[0]), ("b.txt", b"not an image")])
-    return {"prediction_id": [one["id"]], "batch_id": [batch["id"]]}
+    run = add_training_run(db, status="rejected", progress=1.0, message="fuzz", version=7)
+    return {"prediction_id": [one["id"]], "batch_id": [batch["id"]], "run_id": [run],
+            "label": [finished.get("label") or "circle"]}
 
 
 @pytest.fixture
@@ -133,6 +156,13 @@ def fuzzed_site(env: dict[str, str], worker_process, tmp_path: Path,
         yield url
 
 
+@pytest.fixture
+def token(db: Database, admin_user) -> str:
+    """An administrator's API token, for the operations under /admin/api/."""
+    with db.session() as opened:
+        return tokens.create(opened, admin_user[0])
+
+
 @dataclass
 class Fuzzer:
     """Runs every operation of the site's document through schemathesis and
@@ -140,6 +170,8 @@ class Fuzzer:
     failure rather than the first."""
 
     url: str
+    db: Database
+    token: str
     allowed_5xx: frozenset[int] = frozenset()
     #: How often each operation answered each status: (operation, status) -> count.
     answers: Counter = field(default_factory=Counter)
@@ -152,15 +184,18 @@ class Fuzzer:
     def run(self) -> None:
         config = schemathesis.Config.from_dict({"base-url": self.url, "request-timeout": 60})
         schema = schemathesis.openapi.from_url(f"{self.url}/api/openapi.json", config=config)
-        known = _known_ids(self.url)
+        known = _known_ids(self.url, self.db)
         for result in schema.get_all_operations():
             operation = result.ok()
+            if operation.label in NOT_FUZZED:
+                continue
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                 self._fuzz(operation, mode, known)
 
     def _fuzz(self, operation, mode: GenerationMode, known: dict[str, list[str]]) -> None:
         names = [name for name in known if "{" + name + "}" in operation.path]
 
+        @EXPLORE
         @FUZZ
         @given(case=operation.as_strategy(generation_mode=mode), real=st.integers(0, 2),
                data=st.data())
@@ -168,23 +203,39 @@ class Fuzzer:
             if names and real == 0:  # a third of the time, ids the site has
                 case.path_parameters = {**(case.path_parameters or {}),
                                         **{name: known[name][0] for name in names}}
+                if operation.label == REVIEW and mode == GenerationMode.POSITIVE:
+                    case.body = {"label": known["label"][0]}  # the answer: "right"
             request = case.as_transport_kwargs(base_url=self.url)
-            # schemathesis names file parts after their field or none at all:
-            # every part gets a name of the fuzzer's, a client's or an attacker's.
-            request["files"] = [(field, (data.draw(FILENAMES), *part[1:]))
-                                for field, part in request.get("files") or []] or None
+            if operation.path.startswith("/admin/api/") and real < 2:
+                # mostly an administrator's token; else schemathesis's (a 401)
+                request["headers"]["Authorization"] = f"Bearer {self.token}"
+            if request.get("files"):
+                # schemathesis names file parts after their field or not at all: each
+                # gets a name of a client's or an attacker's, and fields of theirs join.
+                request["files"] = [
+                    (field, (data.draw(NAMES), *part[1:]) if field in FILE_FIELDS else part)
+                    for field, part in request["files"]] + [
+                    (name, (None, value.encode())) for name, value in data.draw(EXTRA_FIELDS)]
             response = requests.request(**request, timeout=60)
             self.answers[operation.label, response.status_code] += 1
-            case.validate_response(response, checks=CHECKS)
-            assert response.status_code < 500 or response.status_code in self.allowed_5xx, (
-                f"{response.status_code}: {response.text[:500]}")
+            try:
+                case.validate_response(response, checks=CHECKS)
+                assert response.status_code < 500 or response.status_code in self.allowed_5xx, (
+                    f"{response.status_code}: {response.text[:500]}")
+            except (AssertionError, FailureGroup) as exc:
+                # The curl line above is the case before its names were set: what was sent.
+                sent = response.request
+                exc.add_note(f"Sent: {sent.method} {sent.url}\n{sent.headers}\n"
+                             f"{(sent.body or b'')[:3000]!r}")
+                raise
 
         try:
             fuzz()
         except Unsatisfiable:
             pass  # nothing invalid to make: every string is a valid id
-        except Exception as exc:  # noqa: BLE001 (collected, reported at the end)
-            self.failures[f"{operation.label} ({mode.value})"] = str(exc)[:3000]
+        except (AssertionError, FailureGroup) as exc:  # collected, reported at the end
+            notes = "\n".join(getattr(exc, "__notes__", []))
+            self.failures[f"{operation.label} ({mode.value})"] = f"{str(exc)[:3000]}\n{notes}"
 
     def summary(self) -> str:
         return "\n".join(f"{label}: {status} x{count}"
@@ -194,27 +245,39 @@ class Fuzzer:
         return "\n\n".join(f"{label}:\n{text}" for label, text in self.failures.items())
 
 
-#: Examples per operation and mode; no shrinking (a failure is reported as found),
-#: the same examples every run.
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+REVIEW = "POST /admin/api/predictions/{prediction_id}/review"
+#: Operations that start real work: a training run (minutes of CPU), and serving
+#: a version by hand. Their refusals are tested in tests/test_web_training.py.
+NOT_FUZZED = {"POST /admin/api/training-runs", "POST /admin/api/models/{version}/promote"}
+#: Examples per operation and mode; no shrinking (a failure is reported as found).
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=SEED is None, database=None,
                 phases=[Phase.explicit, Phase.generate],
                 suppress_health_check=list(HealthCheck))
+EXPLORE = seed(int(SEED)) if SEED else (lambda test: test)
 
 
-def test_fuzzed_requests_get_documented_answers_and_never_a_server_error(serving, fuzzed_site):
-    fuzzer = Fuzzer(fuzzed_site)
+def _fuzz_and_check(fuzzer: Fuzzer, succeeding: list[str]) -> None:
+    """Fuzzes, and checks that the operations in `succeeding` answered 2xx at times:
+    the fuzzer got past their checks too, not only into their refusals."""
+    started = time.monotonic()
     fuzzer.run()
-    print(f"{fuzzer.cases} cases:\n{fuzzer.summary()}")
+    print(f"{fuzzer.cases} cases in {time.monotonic() - started:.0f} s:\n{fuzzer.summary()}")
     assert not fuzzer.failures, fuzzer.report()
-    # The fuzzer got past the checks too, not only into their refusals.
-    assert fuzzer.answers["POST /api/predictions", 202] and fuzzer.answers["POST /api/batches", 202]
+    for label in succeeding:
+        assert any(status < 300 for (op, status) in fuzzer.answers if op == label), label
+
+
+UPLOADS = ["POST /api/predictions", "POST /api/batches", "GET /admin/api/records"]
+
+
+# Serving up on PostgreSQL, down on SQLite: each database is fuzzed once.
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_fuzzed_requests_get_documented_answers_and_never_a_server_error(
+        serving, fuzzed_site, db, token):
+    _fuzz_and_check(Fuzzer(fuzzed_site, db, token), [*UPLOADS, REVIEW, "GET /api/models"])
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_with_serving_down_the_only_server_error_is_a_documented_503(fuzzed_site):
-    fuzzer = Fuzzer(fuzzed_site, allowed_5xx=frozenset({503}))
-    fuzzer.run()
-    print(f"{fuzzer.cases} cases:\n{fuzzer.summary()}")
-    assert not fuzzer.failures, fuzzer.report()
-    # The fuzzer got past the checks too, not only into their refusals.
-    assert fuzzer.answers["POST /api/predictions", 202] and fuzzer.answers["POST /api/batches", 202]
+def test_with_serving_down_the_only_server_error_is_a_documented_503(fuzzed_site, db, token):
+    # The known prediction failed, so a review is refused (409); /api/models is a 503.
+    _fuzz_and_check(Fuzzer(fuzzed_site, db, token, allowed_5xx=frozenset({503})), UPLOADS)
