@@ -1,7 +1,8 @@
 """One error shape: `{"error": "..."}` for the JSON API, a friendly page elsewhere.
 
-Nothing ever answers with a traceback; unexpected exceptions are logged and
-answered 500 with a short message.
+Nothing ever answers with a traceback; a database that cannot be reached is a
+503, and other unexpected exceptions are logged and answered 500 with a short
+message.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from flask import (
     request,
 )
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 
@@ -87,6 +89,12 @@ def init_app(app: Flask) -> None:
             if name.lower() != "content-type":
                 response.headers[name] = value
         return response
+
+    @app.errorhandler(OperationalError)
+    def database_down(_exc: OperationalError):
+        # Connection refused, SQLite's file locked or gone: the request was fine.
+        current_app.logger.exception("database error on %s %s", request.method, request.path)
+        return error_response("the database cannot be reached; try again shortly", 503)
 
     # Flask looks handlers up along the exception's classes, so an HTTPException
     # always finds the one above first: only other exceptions come here.

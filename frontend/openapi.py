@@ -68,7 +68,7 @@ def _upload(summary: str, fields: dict[str, Any], encoding: dict[str, str],
 def _read(summary: str, parameters: list[dict[str, Any]], ok: dict[str, Any],
           *errors: int) -> dict[str, Any]:
     # A NUL character in an id or a query parameter is refused with a 400 on
-    # every route (frontend/errors.py), and any database read can meet a database down.
+    # every route, and a database that cannot be reached is a 503 (frontend/errors.py).
     return {"get": {"summary": summary, "parameters": parameters,
                     "responses": {"200": ok, **error_responses(400, *errors, 503)}}}
 

@@ -4,6 +4,7 @@ rule that the web and worker processes never load TensorFlow."""
 from __future__ import annotations
 
 import csv
+import io
 import re
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from core import migrate
 from core.db import Base
 from core.settings import ROOT
 from frontend import client as cli
-from tests.factories import SHAPES, photo_file
+from tests.factories import SHAPES, image_bytes, photo_file
 
 
 def test_the_openapi_document_is_valid_and_lists_every_api_route(client, app):
@@ -44,6 +45,21 @@ def test_api_errors_are_json_with_a_message(client):
                              (client.post("/api/batches"), 400)]:
         assert response.status_code == status
         assert set(response.json) == {"error"} and response.json["error"]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_database_that_cannot_be_reached_answers_503_as_documented(env, monkeypatch):
+    from frontend import create_app
+
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:9/nothing")
+    client = create_app({"TESTING": True}).test_client()
+    upload = {"image": (io.BytesIO(image_bytes()), "a.jpg")}
+    for response in [client.get("/api/predictions/abc"), client.get("/api/batches/abc"),
+                     client.post("/api/predictions", data=upload)]:
+        assert response.status_code == 503
+        assert response.json == {"error": "the database cannot be reached; try again shortly"}
+    document = client.get("/api/openapi.json").json
+    assert "503" in document["paths"]["/api/predictions/{prediction_id}"]["get"]["responses"]
 
 
 def test_served_versions_come_from_servings_status_api(client, serving, trained):
