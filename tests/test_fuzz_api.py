@@ -1,17 +1,24 @@
 """The JSON API fuzzed from its own OpenAPI document, against the real site.
 
 schemathesis reads /api/openapi.json from gunicorn (a real worker and the
-embedded Serving behind it), generates requests for every operation, valid
-and invalid, and checks each answer: no 5xx, no status the document does not
-list, a Content-Type, body and headers as documented. The file fields get
-real images of every type we take, images damaged a byte at a time, images
-over the pixel or byte limits and random bytes; path ids are sometimes ones
-the site really has, so the success bodies (done, failed, batches) are
-checked too. A second run with Serving down allows 503 as the one 5xx.
+embedded Serving behind it), generates valid and invalid requests for every
+operation, the back office's with an administrator's token, and checks each
+answer: no 5xx, no status the document does not list, a Content-Type, body
+and headers as documented. File fields get real images of every type we
+take, images damaged a byte at a time, images over the pixel or byte limits
+and random bytes, under hostile part names, beside form fields of the
+fuzzer's own; path ids are sometimes ones the site really has, so success
+bodies (done and failed predictions, batches, reviews, runs) are checked
+too. A second run with Serving down allows 503 as the one 5xx. Each
+operation's failure is collected and all are reported, with the request sent.
 
-Bounded: a fixed number of examples per operation, derandomized (the same
-requests every run), small upload limits for the site under test, and only
-the loopback address.
+Hypothesis drives schemathesis's strategies directly (`as_strategy`): the
+pytest loader for a schema from a fixture (`schemathesis.pytest.from_fixture`)
+reads `node._nodeid`, which pytest 9 no longer has.
+
+Bounded: FUZZ_EXAMPLES examples per operation and mode, derandomized (the
+same requests every run; FUZZ_SEED=N explores others), no shrinking, small
+upload limits for the site under test, only the loopback address.
 """
 
 from __future__ import annotations
@@ -61,7 +68,7 @@ LIMITS = {"MAX_IMAGE_BYTES": str(48 * 1024), "MAX_REQUEST_BYTES": str(256 * 1024
 #: not_a_server_error is the assertion in Fuzzer, which knows the one 5xx a run allows.
 CHECKS = [status_code_conformance, content_type_conformance,
           response_schema_conformance, response_headers_conformance]
-#: Examples per operation and run (the coverage phase adds its own boundary cases).
+#: Examples per operation and generation mode (valid, invalid), in each run.
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
 #: The same examples every run, unless FUZZ_SEED asks for other ones (to explore).
 SEED = os.environ.get("FUZZ_SEED")
@@ -80,8 +87,7 @@ def _samples() -> list[bytes]:
     header claims too many pixels, cut short, and empty."""
     exif = Image.Exif()
     exif[0x0112] = 6
-    good = [image_bytes(i, fmt) for i, fmt in enumerate(["JPEG", "PNG", "GIF", "BMP",
-                                                                "WEBP"])]
+    good = [image_bytes(i, fmt) for i, fmt in enumerate(["JPEG", "PNG", "GIF", "BMP", "WEBP"])]
     return [*good, photo_bytes("circle", 1, exif=exif.tobytes()), _animated_gif(3),
             noise_png(200), png_claiming(20_000, 20_000), good[0][: len(good[0]) // 2],
             good[1][:40], b""]
