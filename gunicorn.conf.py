@@ -1,6 +1,13 @@
 """gunicorn's settings for `gunicorn 'frontend:create_app()'`, read from the
 working directory. Threads, because result pages long-poll the API: a waiting
-request holds a thread, not a process."""
+request holds a thread, not a process.
+
+A thread is also held while a request is read, for as long as its client takes:
+in production nginx reads requests whole before passing them on
+(docker/nginx/default.conf.template), so only the proxy may reach this port.
+gunicorn's own guards on a request's head stand at their defaults (a 4094-byte
+request line, 100 header fields of 8190 bytes each: 400 beyond).
+"""
 
 from core.settings import get_settings
 
