@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 #: The repository's root: relative defaults are resolved against it, not the
 #: caller's working directory, so the commands work from anywhere.
@@ -54,6 +55,42 @@ def _fraction(name: str, default: float) -> float:
     if not 0.0 <= value <= 1.0:
         raise SettingsError(f"{name} must be between 0 and 1, not {value}")
     return value
+
+
+# --- secrets from files (compose secrets, docker-compose.yml) --------------------------------
+
+def _secret(name: str) -> str | None:
+    """NAME, or the contents of the file NAME_FILE names (its surrounding blanks dropped).
+
+    Compose and Docker mount secrets as files under /run/secrets/: unlike environment
+    variables, they are not shown by `docker inspect` nor inherited by child processes.
+    """
+    path = os.environ.get(f"{name}_FILE")
+    if not path:
+        return os.environ.get(name) or None
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError as exc:
+        raise SettingsError(f"{name}_FILE={path!r} cannot be read: {exc.strerror}") from None
+
+
+def _with_password(url: str, password: str | None) -> str:
+    """`url` with `password` added (URL-quoted) when it has a host and no password of its own."""
+    parts = urlsplit(url)
+    if not password or not parts.hostname or parts.password is not None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(
+        netloc=f"{parts.username or ''}:{quote(password, safe='')}@{host}"))
+
+
+def redacted(url: str) -> str:
+    """`url` with its password replaced by ***, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}"))
 
 
 @dataclass(frozen=True)
@@ -135,10 +172,13 @@ class Settings:
             model_base_path=_path("MODEL_BASE_PATH", "models"),
             model_name=os.environ.get("MODEL_NAME") or "classifier",
             serving_url=os.environ.get("SERVING_URL") or "http://127.0.0.1:8501",
-            redis_url=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
-            database_url=os.environ.get("DATABASE_URL") or f"sqlite:///{var / 'app.db'}",
+            redis_url=_with_password(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
+                                     _secret("REDIS_PASSWORD")),
+            database_url=_with_password(
+                os.environ.get("DATABASE_URL") or f"sqlite:///{var / 'app.db'}",
+                _secret("POSTGRES_PASSWORD")),
             upload_dir=_path("UPLOAD_DIR", str(var / "uploads")),
-            secret_key=os.environ.get("SECRET_KEY") or DEV_SECRET_KEY,
+            secret_key=_secret("SECRET_KEY") or DEV_SECRET_KEY,
             app_env=(os.environ.get("APP_ENV") or "development").lower(),
             trusted_proxies=_int("TRUSTED_PROXIES", 0, minimum=0),
             max_image_file_bytes=_int("MAX_IMAGE_BYTES", 10 * 2**20),
@@ -161,7 +201,7 @@ class Settings:
             uncertain_below=_fraction("UNCERTAIN_BELOW", 0.7),
             redis_data_dir=_path("REDIS_DATA_DIR", str(var / "redis")),
             admin_username=os.environ.get("ADMIN_USERNAME") or None,
-            admin_password=os.environ.get("ADMIN_PASSWORD") or None,
+            admin_password=_secret("ADMIN_PASSWORD"),
         )
         settings.check()
         return settings

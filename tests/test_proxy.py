@@ -177,18 +177,18 @@ def test_the_proxy_absorbs_200_stalled_clients(env, tmp_path: Path, head: bytes,
     """200 stalled clients from 200 addresses, then /healthz and a real upload from
     another address answer at once, while nginx still holds all 200: none reached
     gunicorn's 2 threads."""
-    with stack(tmp_path, {"PROXY_CLIENT_TIMEOUT": "60s"}) as site:
-        with stalled(site.proxy, STALLED, head, spread=True) as clients:
-            time.sleep(0.5)
-            status, health = timed_get(site.url("/healthz"))
-            assert status == 200
-            started = time.monotonic()
-            accepted = upload(site.url("/api/predictions"))
-            took = time.monotonic() - started
-            assert accepted.status_code == 202, accepted.text
-            assert accepted.json()["status"] == "queued"
-            held = sum(still_open(sock) for sock in clients)
-            assert held == STALLED, f"only {held} of {STALLED} were still held"
+    with (stack(tmp_path, {"PROXY_CLIENT_TIMEOUT": "60s"}) as site,
+          stalled(site.proxy, STALLED, head, spread=True) as clients):
+        time.sleep(0.5)
+        status, health = timed_get(site.url("/healthz"))
+        assert status == 200
+        started = time.monotonic()
+        accepted = upload(site.url("/api/predictions"))
+        took = time.monotonic() - started
+        assert accepted.status_code == 202, accepted.text
+        assert accepted.json()["status"] == "queued"
+        held = sum(still_open(sock) for sock in clients)
+        assert held == STALLED, f"only {held} of {STALLED} were still held"
     assert site.requests_seen("POST", "/api/predictions") == 1
     with capsys.disabled():
         print(f"\n  through nginx, {STALLED} stalled ({head[:4].decode().strip()}): "

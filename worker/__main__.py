@@ -14,7 +14,7 @@ import sys
 from redis import RedisError
 
 import worker.tasks  # noqa: F401  loaded once, not again in each forked job (--fork)
-from core.settings import SettingsError, get_settings
+from core.settings import SettingsError, get_settings, redacted
 from worker import runner
 
 
@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except RedisError as exc:
-        print(f"error: cannot reach Redis at {settings.redis_url}: {exc}", file=sys.stderr)
+        print(f"error: cannot reach Redis at {redacted(settings.redis_url)}: {exc}",
+              file=sys.stderr)
         return 2
     if args.command == "sweep":
         counts = runner.sweep_once(settings, args.grace)

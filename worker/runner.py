@@ -19,7 +19,7 @@ import rq
 from redis import Redis, RedisError
 
 from core.lifecycle.connections import Connections, connect_redis, for_this_process, queue
-from core.settings import Settings
+from core.settings import Settings, redacted
 from worker.sweeper import sweep
 
 log = logging.getLogger("worker")
@@ -97,7 +97,7 @@ def wait_for_redis(connection: Redis, url: str, seconds: float) -> None:
         except RedisError:
             if time.monotonic() >= deadline:
                 raise
-            log.info("waiting for Redis at %s", url)
+            log.info("waiting for Redis at %s", redacted(url))
             time.sleep(1)
 
 
