@@ -1,13 +1,12 @@
 """Deleting uploads: a visitor their own (and nobody else's), an administrator any
-record or batch from the pages and the API, images never kept by a cache, the
-deletion noted in a run's manifest, and a worker that meets a deleted record."""
+record or batch from the pages and the API, images never kept by a cache, and the
+deletion noted in a run's manifest. A worker meeting deleted records:
+test_deletion_worker.py."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import re
-import threading
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,6 @@ from tests.factories import (
     run_manifest,
     session,
     stored_prediction,
-    wait_until,
 )
 from tests.web_fixtures import ADMIN_NAME, csrf_token
 
@@ -275,75 +273,3 @@ def test_images_and_thumbnails_are_never_kept_by_a_cache(client, admin_client, d
         assert {"private", "no-store"} <= directives and "public" not in directives, url
         revalidated = client.get(url, headers={"If-None-Match": response.headers["ETag"]})
         assert revalidated.headers["Cache-Control"] == response.headers["Cache-Control"]
-
-
-# --- a worker meeting deleted records --------------------------------------------------------
-
-@pytest.fixture
-def held_serving(monkeypatch):
-    """A Serving whose model is AVAILABLE and whose predict waits until released,
-    then refuses the image: a job held RUNNING for as long as the test needs."""
-    release = threading.Event()
-    asked = threading.Event()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self._answer(200, {"model_version_status": [{"version": "1", "state": "AVAILABLE"}]})
-
-        def do_POST(self):
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            asked.set()
-            release.wait(60)
-            self._answer(400, {"error": "held and refused"})
-
-        def _answer(self, status, body):
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("SERVING_URL", f"http://127.0.0.1:{server.server_address[1]}")
-    yield asked, release
-    release.set()
-    server.shutdown()
-
-
-def test_deleting_running_and_queued_records_does_not_upset_the_worker(
-        request, env, held_serving, bearer, tmp_path):
-    from frontend import create_app
-
-    asked, release = held_serving
-    client = create_app({"TESTING": True}).test_client()
-    worker = request.getfixturevalue("worker_process")
-
-    def upload(seed: int) -> str:
-        response = client.post("/api/predictions",
-                               data={"image": part(photo_bytes("circle", seed), "w.jpg")})
-        assert response.status_code == 202
-        return response.get_json()["id"]
-
-    running = upload(20)
-    assert asked.wait(60), "the worker never called Serving"
-    assert stored_prediction(env["DATABASE_URL"], running).status == "running"
-    queued = upload(21)  # behind the held job: one job at a time
-    for prediction_id in (running, queued):
-        deleted = client.delete(f"/admin/api/predictions/{prediction_id}", headers=bearer)
-        assert deleted.status_code == 200
-    release.set()
-
-    later = upload(22)
-    wait_until(lambda: getattr(stored_prediction(env["DATABASE_URL"], later), "status", None)
-               == "failed", 60, "the next upload's answer",
-               detail=lambda: (tmp_path / "worker.log").read_text()[-3000:])
-    assert "held and refused" in stored_prediction(env["DATABASE_URL"], later).error
-    assert worker.poll() is None
-    for prediction_id in (running, queued):  # not written back by the jobs that ran
-        assert stored_prediction(env["DATABASE_URL"], prediction_id) is None
-    log = (tmp_path / "worker.log").read_text()
-    assert "Traceback" not in log, log[-3000:]
