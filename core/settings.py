@@ -93,6 +93,17 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}"))
 
 
+def _bool(name: str, default: bool) -> bool:
+    raw = (os.environ.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, not {raw!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     #: Read-only material beside the checkout (weights, the fruit photos).
@@ -161,6 +172,15 @@ class Settings:
     #: ADMIN_PASSWORD alone is create-admin's password, not asked for.
     admin_username: str | None
     admin_password: str | None = field(repr=False)
+    # --- retention (issue 13): how long uploads are kept (core/deletion.py, worker/retention.py)
+    #: Days an upload (its record, image and thumbnail) is kept before the workers
+    #: purge it; 0 keeps everything.
+    retention_days: int
+    #: Reviewed records are what the next training run learns from: kept past
+    #: retention_days unless this is false.
+    retention_keep_reviewed: bool
+    #: Seconds between two purges (one worker purges at a time, under a Redis lock).
+    retention_interval: int
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -202,6 +222,10 @@ class Settings:
             redis_data_dir=_path("REDIS_DATA_DIR", str(var / "redis")),
             admin_username=os.environ.get("ADMIN_USERNAME") or None,
             admin_password=_secret("ADMIN_PASSWORD"),
+            # retention
+            retention_days=_int("RETENTION_DAYS", 30, minimum=0),
+            retention_keep_reviewed=_bool("RETENTION_KEEP_REVIEWED", True),
+            retention_interval=_int("RETENTION_INTERVAL", 3600),
         )
         settings.check()
         return settings

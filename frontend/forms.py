@@ -32,3 +32,7 @@ class ReviewForm(FlaskForm):
             self.true_label.errors.append("say what the image really shows")
             return False
         return True
+
+
+class DeleteForm(FlaskForm):
+    """Only a CSRF token: deleting an upload or a batch is a POST."""

@@ -271,6 +271,47 @@ def model_version_files(model: Path, version: int, *, where: str = "served",
     return folder
 
 
+# --- deletion and retention (issue 13) ---------------------------------------------------------
+
+def days_ago(days: float):
+    """A naive UTC time `days` ago, as the database stores created_at."""
+    from datetime import timedelta
+
+    from core.db import utcnow
+
+    return utcnow() - timedelta(days=days)
+
+
+def add_batch(db: Database, store: ImageStore, ages: list[float], *, seed: int = 700,
+              **fields) -> tuple[str, list[str]]:
+    """A batch whose records (done, made by add_prediction) are `ages[i]` days old,
+    each its own photo; `total` counts them all, as an upload's does. Returns the
+    batch's id and its records' ids."""
+    from core.db import Batch, new_id
+
+    batch_id = new_id()
+    with db.session() as opened:
+        opened.add(Batch(id=batch_id, source="page", total=len(ages), rejected=[],
+                         created_at=days_ago(max(ages)), **fields))
+    ids = [add_prediction(db, store, seed + i, batch_id=batch_id, source="batch",
+                          created_at=days_ago(age), **fields) for i, age in enumerate(ages)]
+    return batch_id, ids
+
+
+def run_manifest(model: Path, version: int, reviewed: list[str]) -> Path:
+    """A training run's manifest.json as trainer/report.py writes it, its reviewed
+    photos given by sha256 (and one base photo). Returns its path."""
+    import json
+
+    folder = model / "reports" / str(version)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "manifest.json"
+    path.write_text(json.dumps({
+        "base": [{"path": "circle/circle-0.jpg", "sha256": "0" * 64, "label": "circle"}],
+        "reviewed": [{"sha256": sha, "label": "circle"} for sha in reviewed]}, indent=2))
+    return path
+
+
 # --- ports and waiting -----------------------------------------------------------------------
 
 def free_port() -> int:

@@ -910,6 +910,11 @@ ID_ROUTES = {
     "admin-review": ("POST", "/admin/records/{}/review", True),
     "admin-retry": ("POST", "/admin/records/{}/retry", True),
     "admin-report-file": ("GET", "/admin/models/1/{}", True),
+    # deletion (issue 13)
+    "delete-upload": ("POST", "/p/{}/delete", False),
+    "delete-batch": ("POST", "/batches/{}/delete", False),
+    "admin-delete-record": ("POST", "/admin/records/{}/delete", True),
+    "admin-delete-batch": ("POST", "/admin/batches/{}/delete", True),
 }
 
 
@@ -926,7 +931,8 @@ def test_a_bad_id_is_refused(site, admin_user, route, case, value):
     path = template.format(value)
     data = None
     if method == "POST":
-        data = {"csrf_token": csrf_token(client, "/admin/"), "verdict": "right"}
+        data = {"csrf_token": csrf_token(client, "/admin/" if needs_admin else "/"),
+                "verdict": "right"}
     before = site.snapshot()
     response = client.open(path, method=method, data=data)
     assert_refused(site, response, before, path.split("?")[0], (400, 404))
@@ -1022,6 +1028,10 @@ WRONG_METHODS = [
     ("GET", "/admin/records/{seed}/review"), ("GET", "/admin/records/{seed}/retry"),
     ("DELETE", "/admin/records/{seed}"), ("POST", "/admin/api/records"),
     ("POST", "/admin/records.csv"), ("PUT", "/admin/records/retry-failed"),
+    # deletion (issue 13)
+    ("GET", "/p/{seed}/delete"), ("DELETE", "/p/{seed}"), ("GET", "/batches/{batch}/delete"),
+    ("GET", "/admin/records/{seed}/delete"), ("GET", "/admin/batches/{batch}/delete"),
+    ("PUT", "/admin/api/predictions/{seed}"), ("POST", "/admin/api/batches/{batch}"),
 ]
 
 
@@ -1045,7 +1055,8 @@ def other_sessions_token(site) -> str:
 CSRF_CASES = {"missing": None, "empty": "", "garbage": "not-a-token",
               "another-sessions": "OTHER", "tampered": "TAMPERED"}
 FORMS = ["/upload", "/admin/login", "/admin/logout", "/admin/records/{done}/review",
-         "/admin/records/{failed}/retry", "/admin/records/retry-failed"]
+         "/admin/records/{failed}/retry", "/admin/records/retry-failed",
+         "/p/{done}/delete", "/admin/records/{done}/delete"]
 
 
 @pytest.mark.parametrize("form", FORMS)

@@ -295,7 +295,8 @@ def settings_names() -> set[str]:
                 func = node.func
                 called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
                 first = node.args[0]
-                if called in ("get", "getenv", "_path", "_int", "_fraction", "_secret") and (
+                readers = ("get", "getenv", "_path", "_int", "_fraction", "_secret", "_bool")
+                if called in readers and (
                         isinstance(first, ast.Constant) and isinstance(first.value, str)):
                     names.add(first.value)
                     if called == "_secret":  # NAME, or the file NAME_FILE names
@@ -524,6 +525,18 @@ def test_uploads_are_shared_by_the_site_and_the_workers(
     assert volume_location(web, upload_dir) == volume_location(worker, upload_dir)
     writable = {m.target: not m.read_only for m in mounts(web)}
     assert writable[upload_dir]
+
+
+def test_the_workers_can_purge_old_uploads(services: dict[str, dict[str, Any]]) -> None:
+    """The retention purge deletes images from the uploads volume and notes them in the
+    reports on the models volume: both the site's, both writable in the workers."""
+    web, worker = services["web"], services["worker"]
+    env = environment(worker)
+    writable = {m.target: not m.read_only for m in mounts(worker)}
+    for path in (env["UPLOAD_DIR"], env["MODEL_BASE_PATH"]):
+        assert volume_location(worker, path) == volume_location(web, path), path
+        assert writable[path], f"{path} is read-only in the workers"
+    assert int(env["RETENTION_DAYS"]) >= 0
 
 
 # --- TF Serving, the trainer and the models volume --------------------------------------
