@@ -147,15 +147,19 @@ def png_claiming(width: int, height: int) -> bytes:
 # Made by hand from one encoded frame repeated, so 100 frames of 2000x2000 take
 # milliseconds to make (Pillow's writers compare every frame with the last).
 
-def animated_gif(frames: int, size: tuple[int, int] = (64, 48)) -> bytes:
-    """A looping GIF of `frames` whole-canvas frames of width x height (flat grey)."""
-    one = encoded(Image.new("L", size, 128), "GIF")
+def animated_gif(frames: int, size: tuple[int, int] = (64, 48), *,
+                 screen: tuple[int, int] | None = None) -> bytes:
+    """A looping GIF of `frames` frames of width x height (flat grey), on a logical
+    screen of that size unless `screen` says otherwise (frames may reach past it)."""
+    one = bytearray(encoded(Image.new("L", size, 128), "GIF"))
+    if screen:
+        one[6:10] = struct.pack("<HH", *screen)
     flags = one[10]
     start = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
     block = one[one.index(b",", start):-1]  # the image: descriptor, pixels; not the trailer
     loop = b"!\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"
     delay = b"!\xf9\x04\x04\x0a\x00\x00\x00"  # 0.1 s a frame, each kept under the next
-    return one[:start] + loop + (delay + block) * frames + b";"
+    return bytes(one[:start] + loop + (delay + block) * frames + b";")
 
 
 def animated_png(frames: int, size: tuple[int, int] = (64, 48), *,
@@ -216,7 +220,7 @@ def zip_of_empty_files(count: int, *, declared: int | None = None) -> bytes:
     """A .zip of `count` empty stored files (0.jpg, 1.jpg, ...) written with struct as
     APPNOTE.TXT lays it out, in a fraction of the time zipfile takes (20 µs a member);
     past 65,534 entries its end records are ZIP64's, as zipfile writes them. Its end
-    record claims `declared` entries (`count` unless given): an archive that lies."""
+    records claim `declared` entries (`count` unless given): an archive that lies."""
     local, central = [], []
     offset = 0
     for i in range(count):
@@ -229,16 +233,28 @@ def zip_of_empty_files(count: int, *, declared: int | None = None) -> bytes:
         offset += len(header)
     directory = b"".join(central)
     entries = count if declared is None else declared
-    tail = b""
-    if entries >= 0xFFFF:
-        zip64 = offset + len(directory)
-        tail = (struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, entries, entries,
-                            len(directory), offset)
-                + struct.pack("<4sLQL", b"PK\x06\x07", 0, zip64, 1))
-        entries = 0xFFFF
-    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, entries, entries, len(directory),
-                      offset, 0)
-    return b"".join(local) + directory + tail + end
+    return (b"".join(local) + directory
+            + _zip_end(entries, len(directory), offset, zip64=entries >= 0xFFFF))
+
+
+def zip64_ended(data: bytes) -> bytes:
+    """The same .zip (one without a comment) ended as zipfile ends an archive of 65,535
+    entries or more: the ZIP64 end record and its locator, then an end record whose
+    counts say 0xFFFF, "see the ZIP64 record"."""
+    _, _, _, _, entries, size, offset, _ = struct.unpack("<4s4H2LH", data[-22:])
+    return data[:-22] + _zip_end(entries, size, offset, zip64=True)
+
+
+def _zip_end(entries: int, size: int, offset: int, *, zip64: bool) -> bytes:
+    """APPNOTE 4.3.14-16: the end records of a central directory of `size` bytes at
+    `offset`, which ends where they start."""
+    listed = 0xFFFF if zip64 else entries  # 4.4.1.4: "see the ZIP64 record"
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, listed, listed, size, offset, 0)
+    if not zip64:
+        return end
+    record = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, entries, entries,
+                         size, offset)
+    return record + struct.pack("<4sLQL", b"PK\x06\x07", 0, offset + size, 1) + end
 
 
 def part(data: bytes, name: str) -> tuple[io.BytesIO, str]:
