@@ -4,7 +4,8 @@ Every route (page, API, batch) comes through here, so an upload is always
 checked before anything is stored, stored by content hash, recorded as
 queued and committed, and only then enqueued (core/lifecycle). If Redis is
 down the record simply stays queued: the workers' sweep enqueues it once
-Redis is back. If the database is down, the files are removed again.
+Redis is back. If the database refuses the records, the files this upload
+added are removed again and it is answered 503.
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ def _files_for_records(svc: Connections) -> Iterator[Callable[[CheckedImage], st
     added: dict[str, str] = {}
 
     def put(image: CheckedImage) -> str:
+        # The store hashes too (1 ms a MB): its put does not say whether the file was new.
         sha256 = hashlib.sha256(image.data).hexdigest()
         if not svc.store.path(sha256, image.extension).exists():
             added[sha256] = image.extension
