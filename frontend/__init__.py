@@ -24,6 +24,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         MAX_FORM_MEMORY_SIZE=settings.max_request_bytes,
+        # A batch's files and the form's fields, with room for a batch somewhat over its
+        # limit to hear how many files it sent rather than werkzeug's "too large".
+        MAX_FORM_PARTS=settings.max_batch_images + 100,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.production,
