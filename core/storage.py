@@ -4,7 +4,8 @@ The same photo uploaded twice is stored once; a file is written under a
 temporary name and renamed into place, so a reader (a worker) never sees half
 of one. The site writes here and the workers read: both need UPLOAD_DIR, and
 the workers write too when they purge old uploads. Since two records can share
-a file, only core/deletion.py removes files, once no record names them.
+a file, files are removed only once no record names them: by core/deletion.py,
+and by an upload whose records the database refused (frontend/predictions.py).
 """
 
 from __future__ import annotations

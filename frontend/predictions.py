@@ -142,7 +142,7 @@ def _remove_unreferenced(svc: Connections, added: dict[str, str]) -> None:
         referenced = set()
     for sha256, extension in added.items():
         if sha256 not in referenced:
-            svc.store.path(sha256, extension).unlink(missing_ok=True)
+            svc.store.remove(sha256, extension)
 
 
 def _record(put: Callable[[CheckedImage], str], image: CheckedImage, *, source: Source,
