@@ -8,7 +8,11 @@ refuses to start on the development secret.
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
+import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Signs development sessions only; production must bring its own SECRET_KEY.
 DEV_SECRET_KEY = "dev-only-not-secret"
 MIN_SECRET_LENGTH = 32
+#: What SECRET_KEY must hold at least, as estimated by `secret_bits`.
+MIN_SECRET_BITS = 128
+MAKE_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 
 class SettingsError(ValueError):
@@ -177,8 +184,24 @@ class Settings:
                                 or len(self.secret_key) < MIN_SECRET_LENGTH):
             raise SettingsError(
                 f"APP_ENV=production needs SECRET_KEY set to a random value of at least "
-                f"{MIN_SECRET_LENGTH} characters, e.g. "
-                "python -c 'import secrets; print(secrets.token_urlsafe(48))'")
+                f"{MIN_SECRET_LENGTH} characters, e.g. {MAKE_SECRET}")
+        if self.production and (bits := secret_bits(self.secret_key)) < MIN_SECRET_BITS:
+            raise SettingsError(
+                f"SECRET_KEY is too predictable for APP_ENV=production (about {bits:.0f} bits "
+                f"of randomness, {MIN_SECRET_BITS} needed: no repeated characters, words or "
+                f"runs); make one with {MAKE_SECRET}")
+
+    def check_site_host(self, host: str) -> None:
+        """Refuses to serve the site on `host` with the development key, unless only
+        this machine can reach it: anyone who reaches the site could sign a session
+        cookie with the published key and be an administrator. Only the site's
+        start (gunicorn.conf.py) asks this; workers and the trainer share the
+        environment but listen on nothing, so Settings.check leaves it out."""
+        if self.secret_key == DEV_SECRET_KEY and not loopback(host):
+            raise SettingsError(
+                f"the site would listen on {host or 'every address'} with the development "
+                f"SECRET_KEY, which anyone can read in core/settings.py; set SECRET_KEY "
+                f"(make one with {MAKE_SECRET}) or bind 127.0.0.1")
 
     @property
     def model_dir(self) -> Path:
@@ -195,6 +218,41 @@ class Settings:
         """Web and stock photos of 3 of the fruits: photos from elsewhere, never trained on
         by default."""
         return self.shared_dir / "datasets" / "webstock"
+
+
+# --- secrets and addresses (issue 13) ---------------------------------------------------------
+
+def secret_bits(secret: str) -> float:
+    """A cautious estimate of the randomness in `secret`, in bits: the least of three
+    guesses, each blind to what the others catch. Characters' Shannon entropy
+    (times the length) catches a small alphabet ("a" x 32); the entropy of the
+    steps between neighbouring characters catches runs ("abcdef...", "abab...");
+    the size of its raw deflate stream catches any repeated piece (a word
+    repeated). secrets.token_urlsafe(48) scores over 300, token_hex(32) over 200."""
+    if not secret:
+        return 0.0
+    steps = [ord(b) - ord(a) for a, b in zip(secret, secret[1:], strict=False)]
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    deflated = compressor.compress(secret.encode()) + compressor.flush()
+    return min(len(secret) * _shannon(secret), len(secret) * _shannon(steps),
+               8.0 * len(deflated))
+
+
+def _shannon(items) -> float:
+    counts = Counter(items)
+    total = sum(counts.values())
+    return -sum(n / total * math.log2(n / total) for n in counts.values()) if total else 0.0
+
+
+def loopback(host: str) -> bool:
+    """Only this machine can reach `host`: localhost, 127.0.0.0/8 or ::1."""
+    host = host.strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def get_settings() -> Settings:
