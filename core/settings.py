@@ -223,19 +223,19 @@ class Settings:
 # --- secrets and addresses (issue 13) ---------------------------------------------------------
 
 def secret_bits(secret: str) -> float:
-    """A cautious estimate of the randomness in `secret`, in bits: the least of three
-    guesses, each blind to what the others catch. Characters' Shannon entropy
-    (times the length) catches a small alphabet ("a" x 32); the entropy of the
-    steps between neighbouring characters catches runs ("abcdef...", "abab...");
-    the size of its raw deflate stream catches any repeated piece (a word
-    repeated). secrets.token_urlsafe(48) scores over 300, token_hex(32) over 200."""
+    """A cautious estimate of the randomness in `secret`, in bits: the least of two
+    guesses, each blind to what the other catches. The characters' Shannon entropy
+    times the length of its raw deflate stream (the symbols left once repeats are
+    taken out) catches a small alphabet ("a" x 32) and any repeated piece (a word
+    or a phrase repeated); the entropy of the steps between neighbouring
+    characters, times the length, catches runs ("abcdef...", "abab...").
+    secrets.token_urlsafe(48) scores about 340, token_hex(32) about 200."""
     if not secret:
         return 0.0
     steps = [ord(b) - ord(a) for a, b in zip(secret, secret[1:], strict=False)]
     compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
     deflated = compressor.compress(secret.encode()) + compressor.flush()
-    return min(len(secret) * _shannon(secret), len(secret) * _shannon(steps),
-               8.0 * len(deflated))
+    return min(len(deflated) * _shannon(secret), len(secret) * _shannon(steps))
 
 
 def _shannon(items) -> float:
