@@ -42,7 +42,8 @@ from tests.web_fixtures import HEALTH_REDIS_DB, REDIS
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 APP_DOCKERFILE = "docker/app.Dockerfile"
 #: What compose would read from .env in production; enough to interpolate.
-SECRETS = {"SECRET_KEY": "Jq3vX8nR0tLp5wZc2mYb7kHd9sGf4aUe6oTi1yNx_-rQ", "POSTGRES_PASSWORD": "a password with @ and /"}
+SECRETS = {"SECRET_KEY": "Jq3vX8nR0tLp5wZc2mYb7kHd9sGf4aUe6oTi1yNx_-rQ",
+           "POSTGRES_PASSWORD": "a password with @ and /"}
 #: Variables the images we run read themselves, beside core/settings.py's.
 THIRD_PARTY_ENV = {
     "postgres": {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "PGDATA"},

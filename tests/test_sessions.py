@@ -228,6 +228,35 @@ def test_a_password_change_without_the_csrf_token_is_refused(app, admin_user):
     assert admitted(log_in(app, name, password))
 
 
+def test_logging_in_again_ends_the_browsers_previous_session(app, admin_user, db):
+    client = log_in(app, *admin_user)
+    stolen = copy_of(app, client)
+    token = csrf_token(client, "/admin/login")
+    name, password = admin_user
+    again = client.post("/admin/login", data={"username": name, "password": password,
+                                              "csrf_token": token})
+    assert again.status_code == 303
+    assert admitted(client)
+    assert not admitted(stolen)
+    assert [row.ended_at is None for row in admin_sessions(db, name)] == [False, True]
+
+
+def test_guessing_the_current_password_on_the_change_form_is_limited(app, admin_user):
+    """A borrowed, unlocked browser cannot try passwords on the form at will."""
+    name, password = admin_user
+    desk = log_in(app, name, password)
+    new = "a long new password"
+    for i in range(5):
+        response = post_form(desk, "/admin/password", "/admin/password",
+                             current=f"guess {i}", new=new, again=new)
+        assert response.status_code == 401, i
+    response = post_form(desk, "/admin/password", "/admin/password",
+                         current=password, new=new, again=new)
+    assert response.status_code == 429
+    assert "too many tries" in response.get_data(as_text=True)
+    assert admitted(log_in(app, name, password))  # unchanged
+
+
 def test_last_seen_is_written_at_most_once_a_minute(app, admin_user, db):
     client = log_in(app, *admin_user)
     [row] = admin_sessions(db, admin_user[0])

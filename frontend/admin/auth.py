@@ -58,6 +58,8 @@ def login():
     with services().db.session() as db:
         user = queries.authenticate(db, form.username.data, form.password.data)
         admin = _start_session(db, user) if user else None
+        if admin and current_user.is_authenticated and current_user.session_token:
+            sessions.end(db, current_user.session_token)  # this browser's previous one
     if admin is None:
         form.password.errors.append("wrong user name or password")
         return render_template("admin/login.html", form=form), 401
@@ -79,9 +81,16 @@ def logout():
     return redirect(url_for("admin.login"), 303)
 
 
+def password_owner() -> str:
+    """The limiter's key for the change-password form: the administrator, or the
+    address of an anonymous caller (whom the login redirect answers anyway)."""
+    if current_user.is_authenticated:
+        return f"user:{current_user.user_id}"
+    return f"address:{request.remote_addr}"
+
+
 @bp.route("/password", methods=["GET", "POST"])
-@limiter.limit(PASSWORD_LIMIT, methods=["POST"],
-               key_func=lambda: f"user:{getattr(current_user, 'user_id', None)}",
+@limiter.limit(PASSWORD_LIMIT, methods=["POST"], key_func=password_owner,
                error_message="too many tries; wait a few minutes and try again")
 def change_password():
     """A new password ends every session of the administrator, this one included,
