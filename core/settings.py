@@ -8,7 +8,11 @@ refuses to start on the development secret.
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
+import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -20,6 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Signs development sessions only; production must bring its own SECRET_KEY.
 DEV_SECRET_KEY = "dev-only-not-secret"
 MIN_SECRET_LENGTH = 32
+#: What SECRET_KEY must hold at least, as estimated by `secret_bits`.
+MIN_SECRET_BITS = 128
+MAKE_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 
 class SettingsError(ValueError):
@@ -241,8 +248,24 @@ class Settings:
                                 or len(self.secret_key) < MIN_SECRET_LENGTH):
             raise SettingsError(
                 f"APP_ENV=production needs SECRET_KEY set to a random value of at least "
-                f"{MIN_SECRET_LENGTH} characters, e.g. "
-                "python -c 'import secrets; print(secrets.token_urlsafe(48))'")
+                f"{MIN_SECRET_LENGTH} characters, e.g. {MAKE_SECRET}")
+        if self.production and (bits := secret_bits(self.secret_key)) < MIN_SECRET_BITS:
+            raise SettingsError(
+                f"SECRET_KEY is too predictable for APP_ENV=production (about {bits:.0f} bits "
+                f"of randomness, {MIN_SECRET_BITS} needed: no repeated characters, words or "
+                f"runs); make one with {MAKE_SECRET}")
+
+    def check_site_host(self, host: str) -> None:
+        """Refuses to serve the site on `host` with the development key, unless only
+        this machine can reach it: anyone who reaches the site could sign a session
+        cookie with the published key and be an administrator. Only the site's
+        start (gunicorn.conf.py) asks this; workers and the trainer share the
+        environment but listen on nothing, so Settings.check leaves it out."""
+        if self.secret_key == DEV_SECRET_KEY and not loopback(host):
+            raise SettingsError(
+                f"the site would listen on {host or 'every address'} with the development "
+                f"SECRET_KEY, which anyone can read in core/settings.py; set SECRET_KEY "
+                f"(make one with {MAKE_SECRET}) or bind 127.0.0.1")
 
     @property
     def model_dir(self) -> Path:
@@ -259,6 +282,41 @@ class Settings:
         """Web and stock photos of 3 of the fruits: photos from elsewhere, never trained on
         by default."""
         return self.shared_dir / "datasets" / "webstock"
+
+
+# --- secrets and addresses (issue 13) ---------------------------------------------------------
+
+def secret_bits(secret: str) -> float:
+    """A cautious estimate of the randomness in `secret`, in bits: the least of two
+    guesses, each blind to what the other catches. The characters' Shannon entropy
+    times the length of its raw deflate stream (the symbols left once repeats are
+    taken out) catches a small alphabet ("a" x 32) and any repeated piece (a word
+    or a phrase repeated); the entropy of the steps between neighbouring
+    characters, times the length, catches runs ("abcdef...", "abab...").
+    secrets.token_urlsafe(48) scores about 340, token_hex(32) about 200."""
+    if not secret:
+        return 0.0
+    steps = [ord(b) - ord(a) for a, b in zip(secret, secret[1:], strict=False)]
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    deflated = compressor.compress(secret.encode()) + compressor.flush()
+    return min(len(deflated) * _shannon(secret), len(secret) * _shannon(steps))
+
+
+def _shannon(items) -> float:
+    counts = Counter(items)
+    total = sum(counts.values())
+    return -sum(n / total * math.log2(n / total) for n in counts.values()) if total else 0.0
+
+
+def loopback(host: str) -> bool:
+    """Only this machine can reach `host`: localhost, 127.0.0.0/8 or ::1."""
+    host = host.strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def get_settings() -> Settings:

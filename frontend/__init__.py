@@ -43,12 +43,23 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(test_config)
     app.json.sort_keys = False  # keep documents in the order they are written
 
-    from frontend import admin, api, commands, errors, extensions, public, services, uploads
+    from frontend import (
+        admin,
+        api,
+        commands,
+        errors,
+        extensions,
+        public,
+        security,
+        services,
+        uploads,
+    )
 
     uploads.guard_pixels(settings.max_image_pixels)
     services.init_app(app, settings)
     extensions.init_app(app)
     errors.init_app(app)
+    security.init_app(app, settings)
     commands.init_app(app)
     app.register_blueprint(public.bp)
     app.register_blueprint(api.bp)

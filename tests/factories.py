@@ -10,11 +10,15 @@ stay in conftest.py and web_fixtures.py; they use these too.
 from __future__ import annotations
 
 import io
+import os
 import random
+import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
+import urllib.request
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -476,3 +480,70 @@ class RecordedProgress:
 
 class Cancelled(Exception):
     pass
+
+
+# --- administrators and their sessions (issue 13) ---------------------------------------------
+
+def add_admin(db: Database, username: str, password: str) -> int:
+    """An administrator written straight to the database, hashed with one PBKDF2
+    round (create-admin's scrypt takes 0.3 s); returns its id."""
+    from werkzeug.security import generate_password_hash
+
+    from core.db import User
+
+    with db.session() as adding:
+        user = User(username=username,
+                    password_hash=generate_password_hash(password, "pbkdf2:sha256:1"))
+        adding.add(user)
+        adding.flush()
+        return user.id
+
+
+def admin_sessions(db: Database, username: str) -> list:
+    """Every AdminSession row of the administrator, the oldest first."""
+    from sqlalchemy import select
+
+    from core.db import AdminSession, User
+
+    with db.session() as reading:
+        return list(reading.scalars(select(AdminSession).join(User)
+                                    .where(User.username == username)
+                                    .order_by(AdminSession.id)))
+
+
+def _healthy(url: str, process: subprocess.Popen, log: Path) -> bool:
+    if process.poll() is not None:
+        raise AssertionError(f"gunicorn exited with {process.returncode}:\n"
+                             f"{log.read_text(errors='replace')[-3000:]}")
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@contextmanager
+def gunicorn(tmp_path: Path) -> Iterator[str]:
+    """The site under gunicorn (gunicorn.conf.py) on a free loopback port, with the
+    environment's settings; its URL. Stopped with SIGTERM, gunicorn's graceful stop."""
+    from core.settings import ROOT
+
+    port = free_port()
+    bind = f"127.0.0.1:{port}"
+    log = tmp_path / "gunicorn.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--bind", bind, "frontend:create_app()"],
+            cwd=ROOT, env=os.environ | {"WEB_BIND": bind, "PORT": str(port)},
+            stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://{bind}"
+    try:
+        wait_until(lambda: _healthy(url, process, log), 90, f"gunicorn at {url}/healthz")
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(40)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
