@@ -191,8 +191,9 @@ class Fuzzer:
         config = schemathesis.Config.from_dict({"base-url": self.url, "request-timeout": 60})
         schema = schemathesis.openapi.from_url(f"{self.url}/api/openapi.json", config=config)
         known = _known_ids(self.url, self.db)
-        for result in schema.get_all_operations():
-            operation = result.ok()
+        operations = [result.ok() for result in schema.get_all_operations()]
+        # Deletions last: they may delete the known records the others read.
+        for operation in sorted(operations, key=lambda op: op.method.upper() == "DELETE"):
             if operation.label in NOT_FUZZED:
                 continue
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):

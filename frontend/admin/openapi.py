@@ -51,7 +51,16 @@ def paths() -> dict[str, Any]:
             found["requestBody"] = {"required": True, **json_content(body)}
         return found
 
+    count = {"type": "integer", "minimum": 0}
+    deleted = object_schema({"id": {"type": "string"}, "deleted": object_schema(dict.fromkeys(
+        ["records", "batches", "images", "thumbnails", "manifests"], count))})
     return {
+        "/admin/api/predictions/{prediction_id}": {"delete": op(
+            "Delete a record, and its image and thumbnail unless another record shares them",
+            deleted, 404, parameters=[path_id("prediction_id")])},
+        "/admin/api/batches/{batch_id}": {"delete": op(
+            "Delete a batch and every record of it", deleted, 404,
+            parameters=[path_id("batch_id")])},
         "/admin/api/predictions/{prediction_id}/review": {"post": op(
             "Review a record: its predicted label means right, another class wrong",
             ref("schemas", "Record"), 404, 409, parameters=[path_id("prediction_id")],
