@@ -86,7 +86,7 @@ class Settings:
     max_image_pixels: int
     #: Images one batch may hold.
     max_batch_images: int
-    #: The RQ queue the site fills and the workers empty.
+    #: The RQ queue of single uploads (page and API); batches have BATCH_QUEUE_NAME's.
     queue_name: str
     #: Retries of a failed job: Serving down or overloaded, or an unexpected error.
     job_retries: int
@@ -124,6 +124,26 @@ class Settings:
     #: ADMIN_PASSWORD alone is create-admin's password, not asked for.
     admin_username: str | None
     admin_password: str | None = field(repr=False)
+    # --- quotas and queues (issue 13): what one caller may upload (frontend/quotas.py)
+    # and the order workers take jobs in (core/lifecycle). Uploads are POST /upload,
+    # /api/predictions and /api/batches; a caller is an address, or an API key
+    # (X-API-Key, made with `flask create-api-key`) which has quotas of its own.
+    #: Upload requests one address may make a minute, whatever they carry (60).
+    upload_requests_per_minute: int
+    #: Images one address may send without an API key, a batch costing its image
+    #: count: 200 a minute and 1,000 an hour.
+    anon_images_per_minute: int
+    anon_images_per_hour: int
+    #: One request's largest batch and body without an API key: 200 images and
+    #: 50 MB (MAX_BATCH_IMAGES and MAX_REQUEST_BYTES with one, if those are smaller).
+    anon_max_batch_images: int
+    anon_max_request_bytes: int
+    #: A new API key's quotas unless create-api-key says otherwise: 10,000 images
+    #: an hour, 100,000 a day.
+    api_key_images_per_hour: int
+    api_key_images_per_day: int
+    #: The RQ queue of batch chunks; workers take QUEUE_NAME's single uploads first.
+    batch_queue_name: str
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -162,6 +182,15 @@ class Settings:
             redis_data_dir=_path("REDIS_DATA_DIR", str(var / "redis")),
             admin_username=os.environ.get("ADMIN_USERNAME") or None,
             admin_password=os.environ.get("ADMIN_PASSWORD") or None,
+            # quotas and queues (issue 13)
+            upload_requests_per_minute=_int("UPLOAD_REQUESTS_PER_MINUTE", 60),
+            anon_images_per_minute=_int("ANON_IMAGES_PER_MINUTE", 200),
+            anon_images_per_hour=_int("ANON_IMAGES_PER_HOUR", 1000),
+            anon_max_batch_images=_int("ANON_MAX_BATCH_IMAGES", 200),
+            anon_max_request_bytes=_int("ANON_MAX_REQUEST_BYTES", 50 * 2**20),
+            api_key_images_per_hour=_int("API_KEY_IMAGES_PER_HOUR", 10_000),
+            api_key_images_per_day=_int("API_KEY_IMAGES_PER_DAY", 100_000),
+            batch_queue_name=os.environ.get("BATCH_QUEUE_NAME") or "predictions-batch",
         )
         settings.check()
         return settings
@@ -179,6 +208,9 @@ class Settings:
                 f"APP_ENV=production needs SECRET_KEY set to a random value of at least "
                 f"{MIN_SECRET_LENGTH} characters, e.g. "
                 "python -c 'import secrets; print(secrets.token_urlsafe(48))'")
+        if self.batch_queue_name == self.queue_name:  # quotas and queues (issue 13)
+            raise SettingsError("BATCH_QUEUE_NAME must differ from QUEUE_NAME: single uploads "
+                                "wait behind no batch only on a queue of their own")
 
     @property
     def model_dir(self) -> Path:

@@ -20,7 +20,7 @@ from sqlalchemy import text
 
 from core import uncertainty
 from core.db import Source
-from frontend import predictions
+from frontend import predictions, quotas
 from frontend.services import limits, services
 from frontend.thumbnails import thumbnail
 from frontend.uploads import MIMETYPES, UploadError, sent_files
@@ -42,6 +42,7 @@ def index():
 
 
 @bp.post("/upload")
+@quotas.upload_route
 def upload():
     svc = services()
     sent = sent_files(request.files)
