@@ -7,10 +7,10 @@ unknown or revoked is refused, never counted as its address. An address may
 make UPLOAD_REQUESTS_PER_MINUTE upload requests and send ANON_IMAGES_PER_MINUTE
 and ANON_IMAGES_PER_HOUR images; a key sends its own images per hour and per
 day. Images are counted when the request arrives, before anything is stored:
-every file sent is one, a .zip as many as its end record declares, so a batch
-of 500 costs 500. Flask-Limiter keeps the counts in Redis (in each process's
-memory while Redis is down) in sliding windows, which a refused request does
-not fill.
+every file sent is one, a .zip as many entries as its end record declares (a
+request never more than a full batch), so a batch of 500 costs 500.
+Flask-Limiter keeps the counts in Redis (in each process's memory while Redis
+is down) in sliding windows, which a refused request does not fill.
 
 Without a key, one request carries at most ANON_MAX_BATCH_IMAGES images and
 ANON_MAX_REQUEST_BYTES: they are set on the request before its body is read
@@ -108,24 +108,29 @@ def _identify():
             return _too_big(anonymous, settings.max_request_bytes, full.batch_images)
         g.upload_limits = anonymous
     most = limits().batch_images
-    g.quota_images = sent = _images_sent(most + 1)
-    if sent > most:
-        return _refusal(f"{sent} files; a batch holds at most {most}"
+    loose, archived = _files_sent(most)
+    if loose > most:
+        return _refusal(f"{loose} files; a batch holds at most {most}"
                         + _key_hint(f"{full.batch_images} images", full.batch_images > most),
                         413)
+    # No request holds more than `most` images (the route refuses more), so none
+    # costs more, whatever its archives declare.
+    g.quota_images = min(loose + archived, most)
     return None
 
 
-def _images_sent(cap: int) -> int:
-    """What the request costs: every non-empty file part one image, a .zip the
-    entries its end record declares (at most `cap`)."""
-    count = 0
+def _files_sent(cap: int) -> tuple[int, int]:
+    """The non-empty file parts that are not archives, and the entries the archives'
+    end records declare (each at most `cap`). An archive's directories and hidden
+    files are among its entries: a .zip can cost more than the images it holds,
+    but never more than a full batch."""
+    loose = archived = 0
     for field, part in request.files.items(multi=True):
         if field == "archive":
-            count += _declared_entries(part.stream, cap)
+            archived += _declared_entries(part.stream, cap)
         elif part.filename or _size(part.stream):
-            count += 1
-    return min(count, cap)
+            loose += 1
+    return loose, archived
 
 
 def _declared_entries(stream: IO[bytes], cap: int) -> int:

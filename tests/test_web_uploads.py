@@ -376,7 +376,7 @@ def test_a_batch_of_several_images_is_accepted_with_its_total(client, app, env):
     assert sorted(p.filename for p in records) == ["circle.jpg", "square.jpg", "triangle.jpg"]
     assert {(p.batch_id, p.status, p.source) for p in records} == {(batch.id, "queued", "batch")}
     assert all(p.job_id for p in records)
-    assert {p.job_id for p in records} <= set(services(app).queue.job_ids)
+    assert {p.job_id for p in records} <= set(services(app).batch_queue.job_ids)
     assert len(stored_files(env)) == 3
 
 
