@@ -4,6 +4,7 @@
 #               model version if there is none
 #   make test   lint and run every test
 #   make bench  print the trainer, serving, site and loop benchmarks (Redis DBs 11, 13 flushed)
+#   make secrets  the random secrets docker-compose.yml reads from secrets/ (missing ones only)
 
 PYTHON ?= python3
 VENV := .venv
@@ -22,7 +23,7 @@ TF_SERVING_API := tensorflow-serving-api==2.21.0
 
 export SHARED_DIR KERAS_HOME DATASET_DIR MODEL_BASE_PATH MODEL_NAME
 
-.PHONY: setup weights browser run train serve web worker migrate admin test lint bench protos clean
+.PHONY: setup weights browser nginx secrets run train serve web worker migrate admin test lint bench protos clean
 
 setup: $(VENV)/.installed
 
@@ -44,7 +45,7 @@ weights:
 
 # The browser tests drive Debian's chromium (never a downloaded browser);
 # installed here when missing and apt-get is at hand, else they are skipped
-# (REQUIRE_BROWSER=1, as CI sets, makes that a failure).
+# (REQUIRE_BROWSER=1, as CI sets, makes that, and a missing nginx, a failure).
 browser:
 	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		echo "installing Debian's chromium for the browser tests"; \
@@ -52,6 +53,32 @@ browser:
 		{ apt-get update >/dev/null && apt-get install -y --no-install-recommends chromium >/dev/null; }; \
 	fi
 	@[ -x /usr/bin/chromium ] || echo "no /usr/bin/chromium: the browser tests will be skipped"
+
+# The proxy tests (tests/test_proxy.py) run Debian's nginx in front of gunicorn,
+# installed here the same way. The package starts a system nginx on port 80
+# where the init system lets it: stopped (and not started at boot) at once,
+# since the tests start their own.
+nginx:
+	@if [ ! -x /usr/sbin/nginx ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's nginx for the proxy tests"; \
+		apt-get install -y --no-install-recommends nginx >/dev/null 2>&1 || \
+		{ apt-get update >/dev/null && apt-get install -y --no-install-recommends nginx >/dev/null; }; \
+		if [ -s /run/nginx.pid ]; then /usr/sbin/nginx -s quit; fi; \
+		if [ -d /run/systemd/system ]; then systemctl disable --now nginx >/dev/null 2>&1; fi; \
+	fi
+	@[ -x /usr/sbin/nginx ] || echo "no /usr/sbin/nginx: the proxy tests will be skipped"
+
+# docker-compose.yml's secrets, random and URL-safe. The folder keeps other users
+# of this host out; the files are world-readable because each container reads its
+# bind-mounted copy as its own non-root user.
+SECRET_FILES := secrets/secret_key secrets/postgres_password secrets/redis_password
+
+secrets: $(SECRET_FILES)
+
+$(SECRET_FILES):
+	@mkdir -p secrets && chmod 700 secrets
+	@$(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(48))' > $@ && chmod 644 $@
+	@echo "made $@"
 
 # Everything in one terminal (core/launch.py, Procfile); Ctrl-C stops it all.
 run: setup weights migrate
@@ -89,7 +116,7 @@ train: setup weights
 lint: setup
 	$(BIN)/ruff check .
 
-test: setup weights browser lint
+test: setup weights browser nginx lint
 	$(BIN)/python -m pytest
 
 bench: setup weights

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from redis import Redis
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
-from core.settings import ROOT, Settings, SettingsError, get_settings
+from core.settings import ROOT, Settings, SettingsError, get_settings, redacted
 
 PROCFILE = ROOT / "Procfile"
 SERVING_CONFIGS = ROOT / "serving"
@@ -84,8 +84,8 @@ def banner(settings: Settings, embedded_redis: bool) -> str:
     return "\n".join([
         f"The site:   http://{settings.web_bind}/   (Ctrl-C stops everything)",
         f"Serving:    {settings.serving_url}/v1/models/{settings.model_name}",
-        f"Redis:      {settings.redis_url}, {redis}",
-        f"Database:   {settings.database_url}",
+        f"Redis:      {redacted(settings.redis_url)}, {redis}",
+        f"Database:   {redacted(settings.database_url)}",
         "First admin: in another terminal, make admin NAME=you (asks for a password)",
         "New version: make train, or drop a SavedModel into "
         f"{_shown(settings.model_dir)}/<N>/ (served within seconds)",
@@ -112,8 +112,8 @@ def redis_argv(settings: Settings) -> list[str]:
     """redis-server on REDIS_URL's port, persisting to an append-only file."""
     host, port = _address(settings.redis_url, 6379)
     if host not in ("127.0.0.1", "localhost", "::1"):
-        raise LaunchError(f"no Redis answers at {settings.redis_url}, and an embedded one can "
-                          "only run on this machine: start that Redis, or unset REDIS_URL")
+        raise LaunchError(f"no Redis answers at {redacted(settings.redis_url)}, and an embedded "
+                          "one can only run on this machine: start that Redis, or unset REDIS_URL")
     settings.redis_data_dir.mkdir(parents=True, exist_ok=True)
     bind = "127.0.0.1" if host == "localhost" else host  # redis-server binds addresses
     return [redis_server(), "--bind", bind, "--port", str(port),

@@ -3,7 +3,8 @@
     <base>/<name>/<version>/             served versions: TF Serving polls these
     <base>/<name>/candidates/<version>/  trained, not (yet) promoted: gated out,
                                          or waiting for a hand promotion
-    <base>/<name>/reports/<version>/     the report of every version and candidate
+    <base>/<name>/reports/<version>/     the report of every version and candidate; its
+                                         manifest.json lists the photos it learnt from
     <base>/<name>/.staging-<version>-*   a version being written; never read
 
 TF Serving serves only folders named by a number, so neither candidates nor
@@ -22,6 +23,9 @@ from core.contract import version_folders
 CANDIDATES = "candidates"
 REPORTS = "reports"
 STAGING_PREFIX = ".staging-"
+#: In a report: every photo the version learnt from, by content (trainer/report.py),
+#: and the uploads among them deleted since (core/deletion.py).
+MANIFEST = "manifest.json"
 
 
 class PromotionError(ValueError):

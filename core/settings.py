@@ -8,9 +8,14 @@ refuses to start on the development secret.
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
+import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 #: The repository's root: relative defaults are resolved against it, not the
 #: caller's working directory, so the commands work from anywhere.
@@ -19,6 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Signs development sessions only; production must bring its own SECRET_KEY.
 DEV_SECRET_KEY = "dev-only-not-secret"
 MIN_SECRET_LENGTH = 32
+#: What SECRET_KEY must hold at least, as estimated by `secret_bits`.
+MIN_SECRET_BITS = 128
+MAKE_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 
 class SettingsError(ValueError):
@@ -54,6 +62,53 @@ def _fraction(name: str, default: float) -> float:
     if not 0.0 <= value <= 1.0:
         raise SettingsError(f"{name} must be between 0 and 1, not {value}")
     return value
+
+
+# --- secrets from files (compose secrets, docker-compose.yml) --------------------------------
+
+def _secret(name: str) -> str | None:
+    """NAME, or the contents of the file NAME_FILE names (its surrounding blanks dropped).
+
+    Compose and Docker mount secrets as files under /run/secrets/: unlike environment
+    variables, they are not shown by `docker inspect` nor inherited by child processes.
+    """
+    path = os.environ.get(f"{name}_FILE")
+    if not path:
+        return os.environ.get(name) or None
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError as exc:
+        raise SettingsError(f"{name}_FILE={path!r} cannot be read: {exc.strerror}") from None
+
+
+def _with_password(url: str, password: str | None) -> str:
+    """`url` with `password` added (URL-quoted) when it has a host and no password of its own."""
+    parts = urlsplit(url)
+    if not password or not parts.hostname or parts.password is not None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(
+        netloc=f"{parts.username or ''}:{quote(password, safe='')}@{host}"))
+
+
+def redacted(url: str) -> str:
+    """`url` with its password replaced by ***, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}"))
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = (os.environ.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, not {raw!r}")
 
 
 @dataclass(frozen=True)
@@ -124,6 +179,15 @@ class Settings:
     #: ADMIN_PASSWORD alone is create-admin's password, not asked for.
     admin_username: str | None
     admin_password: str | None = field(repr=False)
+    # --- retention (issue 13): how long uploads are kept (core/deletion.py, worker/retention.py)
+    #: Days an upload (its record, image and thumbnail) is kept before the workers
+    #: purge it; 0 keeps everything.
+    retention_days: int
+    #: Reviewed records are what the next training run learns from: kept past
+    #: retention_days unless this is false.
+    retention_keep_reviewed: bool
+    #: Seconds between two purges (one worker purges at a time, under a Redis lock).
+    retention_interval: int
     # --- quotas and queues (issue 13): what one caller may upload (frontend/quotas.py)
     # and the order workers take jobs in (core/lifecycle). Uploads are POST /upload,
     # /api/predictions and /api/batches; a caller is an address, or an API key
@@ -155,10 +219,13 @@ class Settings:
             model_base_path=_path("MODEL_BASE_PATH", "models"),
             model_name=os.environ.get("MODEL_NAME") or "classifier",
             serving_url=os.environ.get("SERVING_URL") or "http://127.0.0.1:8501",
-            redis_url=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
-            database_url=os.environ.get("DATABASE_URL") or f"sqlite:///{var / 'app.db'}",
+            redis_url=_with_password(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
+                                     _secret("REDIS_PASSWORD")),
+            database_url=_with_password(
+                os.environ.get("DATABASE_URL") or f"sqlite:///{var / 'app.db'}",
+                _secret("POSTGRES_PASSWORD")),
             upload_dir=_path("UPLOAD_DIR", str(var / "uploads")),
-            secret_key=os.environ.get("SECRET_KEY") or DEV_SECRET_KEY,
+            secret_key=_secret("SECRET_KEY") or DEV_SECRET_KEY,
             app_env=(os.environ.get("APP_ENV") or "development").lower(),
             trusted_proxies=_int("TRUSTED_PROXIES", 0, minimum=0),
             max_image_file_bytes=_int("MAX_IMAGE_BYTES", 10 * 2**20),
@@ -181,7 +248,11 @@ class Settings:
             uncertain_below=_fraction("UNCERTAIN_BELOW", 0.7),
             redis_data_dir=_path("REDIS_DATA_DIR", str(var / "redis")),
             admin_username=os.environ.get("ADMIN_USERNAME") or None,
-            admin_password=os.environ.get("ADMIN_PASSWORD") or None,
+            admin_password=_secret("ADMIN_PASSWORD"),
+            # retention
+            retention_days=_int("RETENTION_DAYS", 30, minimum=0),
+            retention_keep_reviewed=_bool("RETENTION_KEEP_REVIEWED", True),
+            retention_interval=_int("RETENTION_INTERVAL", 3600),
             # quotas and queues (issue 13)
             upload_requests_per_minute=_int("UPLOAD_REQUESTS_PER_MINUTE", 60),
             anon_images_per_minute=_int("ANON_IMAGES_PER_MINUTE", 200),
@@ -206,11 +277,27 @@ class Settings:
                                 or len(self.secret_key) < MIN_SECRET_LENGTH):
             raise SettingsError(
                 f"APP_ENV=production needs SECRET_KEY set to a random value of at least "
-                f"{MIN_SECRET_LENGTH} characters, e.g. "
-                "python -c 'import secrets; print(secrets.token_urlsafe(48))'")
+                f"{MIN_SECRET_LENGTH} characters, e.g. {MAKE_SECRET}")
+        if self.production and (bits := secret_bits(self.secret_key)) < MIN_SECRET_BITS:
+            raise SettingsError(
+                f"SECRET_KEY is too predictable for APP_ENV=production (about {bits:.0f} bits "
+                f"of randomness, {MIN_SECRET_BITS} needed: no repeated characters, words or "
+                f"runs); make one with {MAKE_SECRET}")
         if self.batch_queue_name == self.queue_name:  # quotas and queues (issue 13)
             raise SettingsError("BATCH_QUEUE_NAME must differ from QUEUE_NAME: single uploads "
                                 "wait behind no batch only on a queue of their own")
+
+    def check_site_host(self, host: str) -> None:
+        """Refuses to serve the site on `host` with the development key, unless only
+        this machine can reach it: anyone who reaches the site could sign a session
+        cookie with the published key and be an administrator. Only the site's
+        start (gunicorn.conf.py) asks this; workers and the trainer share the
+        environment but listen on nothing, so Settings.check leaves it out."""
+        if self.secret_key == DEV_SECRET_KEY and not loopback(host):
+            raise SettingsError(
+                f"the site would listen on {host or 'every address'} with the development "
+                f"SECRET_KEY, which anyone can read in core/settings.py; set SECRET_KEY "
+                f"(make one with {MAKE_SECRET}) or bind 127.0.0.1")
 
     @property
     def model_dir(self) -> Path:
@@ -227,6 +314,41 @@ class Settings:
         """Web and stock photos of 3 of the fruits: photos from elsewhere, never trained on
         by default."""
         return self.shared_dir / "datasets" / "webstock"
+
+
+# --- secrets and addresses (issue 13) ---------------------------------------------------------
+
+def secret_bits(secret: str) -> float:
+    """A cautious estimate of the randomness in `secret`, in bits: the least of two
+    guesses, each blind to what the other catches. The characters' Shannon entropy
+    times the length of its raw deflate stream (the symbols left once repeats are
+    taken out) catches a small alphabet ("a" x 32) and any repeated piece (a word
+    or a phrase repeated); the entropy of the steps between neighbouring
+    characters, times the length, catches runs ("abcdef...", "abab...").
+    secrets.token_urlsafe(48) scores about 340, token_hex(32) about 200."""
+    if not secret:
+        return 0.0
+    steps = [ord(b) - ord(a) for a, b in zip(secret, secret[1:], strict=False)]
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    deflated = compressor.compress(secret.encode()) + compressor.flush()
+    return min(len(deflated) * _shannon(secret), len(secret) * _shannon(steps))
+
+
+def _shannon(items) -> float:
+    counts = Counter(items)
+    total = sum(counts.values())
+    return -sum(n / total * math.log2(n / total) for n in counts.values()) if total else 0.0
+
+
+def loopback(host: str) -> bool:
+    """Only this machine can reach `host`: localhost, 127.0.0.0/8 or ::1."""
+    host = host.strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def get_settings() -> Settings:

@@ -11,12 +11,13 @@ ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# The same uid runs the site (which writes uploads, mode 0600) and the workers
-# (which read them): both containers come from this image. A new named volume
-# mounted at /data/uploads takes this folder's owner, so the site can write it.
+# The same uid runs the site (which writes uploads, mode 0600), the workers
+# (which read them) and the trainer (trainer/Dockerfile). A new named volume
+# takes the owner of the folder it is mounted on, so the site can write
+# /data/uploads and promote versions in /models.
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/app app \
-    && mkdir -p /data/uploads \
-    && chown app:app /data/uploads
+    && mkdir -p /data/uploads /models \
+    && chown app:app /data/uploads /models
 
 WORKDIR /src
 # Dependencies first, in a layer of their own that only pyproject.toml

@@ -50,12 +50,18 @@ def check_worker() -> bool:
     from redis import Redis, RedisError
     from rq import Worker
 
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    from core.settings import SettingsError, get_settings, redacted
+
+    try:  # the worker's own settings: REDIS_URL with the password of REDIS_PASSWORD_FILE
+        url = get_settings().redis_url
+    except SettingsError as exc:
+        print(f"settings: {exc}")
+        return False
     try:
         connection = Redis.from_url(url, socket_connect_timeout=TIMEOUT, socket_timeout=TIMEOUT)
         workers = Worker.all(connection=connection)
     except RedisError as exc:
-        print(f"Redis at {url}: {exc}")
+        print(f"Redis at {redacted(url)}: {exc}")
         return False
     here = socket.gethostname()
     mine = [w.name for w in workers if w.hostname == here]

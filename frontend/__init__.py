@@ -24,6 +24,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         MAX_FORM_MEMORY_SIZE=settings.max_request_bytes,
+        # A batch's files and the form's fields, with room for a batch somewhat over its
+        # limit to hear how many files it sent rather than werkzeug's "too large".
+        MAX_FORM_PARTS=settings.max_batch_images + 100,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.production,
@@ -40,12 +43,23 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(test_config)
     app.json.sort_keys = False  # keep documents in the order they are written
 
-    from frontend import admin, api, commands, errors, extensions, public, services, uploads
+    from frontend import (
+        admin,
+        api,
+        commands,
+        errors,
+        extensions,
+        public,
+        security,
+        services,
+        uploads,
+    )
 
     uploads.guard_pixels(settings.max_image_pixels)
     services.init_app(app, settings)
     extensions.init_app(app)
     errors.init_app(app)
+    security.init_app(app, settings)
     commands.init_app(app)
     app.register_blueprint(public.bp)
     app.register_blueprint(api.bp)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, jsonify, request, url_for
+from flask import Blueprint, abort, current_app, jsonify, request, url_for
+from flask_login import current_user
 
 from core.db import Source
 from core.serving_client import ServingRequestError
@@ -98,11 +99,17 @@ def batch_results_csv(batch_id: str):
 
 @bp.get("/models")
 def models():
-    """The versions Serving reports for the model, and their states."""
+    """The versions Serving reports for the model, and their states. Why Serving did
+    not answer (its address, the connection's error) is for the log and for a
+    logged-in administrator, not for anyone on the internet."""
     settings = services().settings
     try:
         versions = served_versions(settings)
     except ServingRequestError as exc:
+        current_app.logger.warning("GET /api/models: Serving at %s did not answer: %s",
+                                   settings.serving_url, exc.message)
+        if not current_user.is_authenticated:
+            abort(503, "the model server is unavailable")
         status = 404 if exc.status_code == 404 else 503
         abort(status, f"Serving at {settings.serving_url} did not answer: {exc.message}")
     return jsonify(model=settings.model_name, versions=[_version(v) for v in versions])

@@ -15,9 +15,9 @@ from werkzeug.security import generate_password_hash
 from core.db import User
 from core.settings import get_settings
 from frontend import api_keys, tokens
+from frontend.admin import auth
+from frontend.forms import MIN_PASSWORD
 from frontend.services import services
-
-MIN_PASSWORD = 10
 
 db_cli = AppGroup("db", help="The database schema (Alembic migrations in core/migrations).")
 
@@ -80,12 +80,13 @@ def _add_admin(username: str, password: str, *, reset: bool = False) -> None:
         user = db.scalar(select(User).where(User.username == username))
         if user and not reset:
             raise click.UsageError(f"{username} exists already; --reset sets a new password")
-        created = user is None
         if user is None:
-            user = User(username=username, password_hash="")
-            db.add(user)
-        user.password_hash = generate_password_hash(password)
-    click.echo(f"administrator {username} {'created' if created else 'updated'}")
+            db.add(User(username=username, password_hash=generate_password_hash(password)))
+            done = "created"
+        else:  # a new password ends every session of the old one
+            ended = auth.set_password(db, user, password)
+            done = f"updated; {ended} open session{'s' if ended != 1 else ''} ended"
+    click.echo(f"administrator {username} {done}")
 
 
 @click.command("create-token")

@@ -56,8 +56,13 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_exc: RequestEntityTooLarge):
-        limit = current_app.config["MAX_CONTENT_LENGTH"] / 2**20
-        return error_response(f"the request is over the {limit:.1f} MB limit", 413)
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        if request.content_length is not None and request.content_length <= limit:
+            # werkzeug's other refusal: the form's parts (MAX_FORM_PARTS) are too many.
+            parts = current_app.config["MAX_FORM_PARTS"]
+            return error_response(f"the form has more than {parts:,} parts (files and fields)",
+                                  413)
+        return error_response(f"the request is over the {limit / 2**20:.1f} MB limit", 413)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

@@ -18,11 +18,17 @@ limiter = Limiter(key_func=get_remote_address, strategy="sliding-window-counter"
 
 
 class Admin(UserMixin):
-    """The logged-in administrator, as Flask-Login sees one."""
+    """The logged-in administrator, as Flask-Login sees one. Its id, which the
+    session cookie carries, is the token of its server-side session (None when a
+    bearer token authenticated the request): frontend/admin/sessions.py."""
 
-    def __init__(self, user: User):
-        self.id = str(user.id)
+    def __init__(self, user: User, session_token: str | None = None):
+        self.user_id = user.id
         self.username = user.username
+        self.session_token = session_token
+
+    def get_id(self) -> str | None:
+        return self.session_token
 
 
 def init_app(app: Flask) -> None:
@@ -39,13 +45,14 @@ def init_app(app: Flask) -> None:
 
 
 @login_manager.user_loader
-def load_user(user_id: str) -> Admin | None:
+def load_user(token: str) -> Admin | None:
+    """The cookie's (or a remember-me cookie's) session token: an administrator only
+    while that session is open."""
+    from frontend.admin import sessions
     from frontend.services import services
-    if not (user_id.isascii() and user_id.isdigit()):
-        return None
-    with services().db.session() as session:
-        user = session.get(User, int(user_id))
-    return Admin(user) if user else None
+    with services().db.session() as db:
+        found = sessions.live(db, token)
+        return Admin(found.user, token) if found else None
 
 
 @login_manager.request_loader

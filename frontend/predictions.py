@@ -4,28 +4,32 @@ Every route (page, API, batch) comes through here, so an upload is always
 checked before anything is stored, stored by content hash, recorded as
 queued and committed, and only then enqueued (core/lifecycle). If Redis is
 down the record simply stays queued: the workers' sweep enqueues it once
-Redis is back.
+Redis is back. If the database refuses the records, the files this upload
+added are removed again and it is answered 503.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from redis import RedisError
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from core.db import Batch, Prediction, Source, new_id
 from core.lifecycle import jobs
 from core.lifecycle.connections import Connections
 from core.lifecycle.status import FINISHED, Status
 from core.uncertainty import uncertain
-from frontend.uploads import CheckedImage, Limits, UploadError, check_image
+from frontend.uploads import CheckedImage, Limits, UploadError, check_image, display_name
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +41,12 @@ _waiters = threading.BoundedSemaphore(MAX_WAITERS)
 
 def submit_image(svc: Connections, limits: Limits, *, data: bytes, filename: str | None,
                  source: Source, visitor: str | None) -> Prediction:
-    prediction = _record(svc, check_image(data, filename, limits), source=source,
-                         visitor=visitor)
-    prediction.job_id = jobs.job_id([prediction.id])
-    with svc.db.session() as session:
-        session.add(prediction)
+    image = check_image(data, filename, limits)
+    with _files_for_records(svc) as put:
+        prediction = _record(put, image, source=source, visitor=visitor)
+        prediction.job_id = jobs.job_id([prediction.id])
+        with svc.db.session() as session:
+            session.add(prediction)
     _enqueue(svc, [prediction.id])
     return prediction
 
@@ -54,8 +59,8 @@ def submit_batch(svc: Connections, limits: Limits, *,
     storing nothing, if none is an image."""
     files = list(files)
     if len(files) > limits.batch_images:
-        raise UploadError(f"{len(files)} files; a batch holds at most "
-                          f"{limits.batch_images}", 413)
+        raise UploadError(f"{len(files):,} files; a batch holds at most "
+                          f"{limits.batch_images:,}", 413)
     accepted: list[CheckedImage] = []
     rejected: list[dict[str, str]] = []
     errors: list[UploadError] = []
@@ -66,7 +71,7 @@ def submit_batch(svc: Connections, limits: Limits, *,
             accepted.append(check_image(data, filename, limits))
         except UploadError as exc:
             errors.append(exc)
-            rejected.append({"name": filename or "upload", "error": exc.message})
+            rejected.append({"name": display_name(filename), "error": exc.message})
     if not accepted:
         if not errors:
             raise UploadError("no files were sent")
@@ -76,27 +81,74 @@ def submit_batch(svc: Connections, limits: Limits, *,
     # while thousands of images are written.
     batch = Batch(id=new_id(), source=source, visitor=visitor, name=name, total=len(accepted),
                   rejected=rejected)
-    predictions = [_record(svc, image, source=Source.BATCH, visitor=visitor, batch_id=batch.id)
-                   for image in accepted]
-    chunks = []
-    for members in jobs.chunks(predictions, svc.settings.chunk_size):
-        chunks.append([p.id for p in members])
-        for p in members:
-            p.job_id = jobs.job_id(chunks[-1])
-    with svc.db.session() as session:
-        session.add(batch)
-        session.flush()  # the batch row before its predictions reference it
-        session.add_all(predictions)
+    with _files_for_records(svc) as put:
+        predictions = [_record(put, image, source=Source.BATCH, visitor=visitor,
+                               batch_id=batch.id) for image in accepted]
+        chunks = []
+        for members in jobs.chunks(predictions, svc.settings.chunk_size):
+            chunks.append([p.id for p in members])
+            for p in members:
+                p.job_id = jobs.job_id(chunks[-1])
+        with svc.db.session() as session:
+            session.add(batch)
+            session.flush()  # the batch row before its predictions reference it
+            session.add_all(predictions)
     for chunk in chunks:
         if not _enqueue(svc, chunk, batch.id):
             break  # Redis is down: the sweep enqueues the rest
     return batch
 
 
-def _record(svc: Connections, image: CheckedImage, *, source: Source, visitor: str | None,
-            batch_id: str | None = None) -> Prediction:
+@contextmanager
+def _files_for_records(svc: Connections) -> Iterator[Callable[[CheckedImage], str]]:
+    """A `put` storing images for the records the block then writes. If the block
+    fails (the database refuses the records), the files it added are removed
+    again, and a database failure is answered 503: nothing of the upload is kept.
+
+    The store is content-addressed, so a file is this upload's only if it was not
+    there before its put; files that were stay, whatever happens. A file added
+    here that another upload of the same photo recorded meanwhile stays too: the
+    database is asked which are referenced, and only if it cannot answer either
+    (an outage: no other upload records anything then) are all of them removed."""
+    added: dict[str, str] = {}
+
+    def put(image: CheckedImage) -> str:
+        # The store hashes too (1 ms a MB): its put does not say whether the file was new.
+        sha256 = hashlib.sha256(image.data).hexdigest()
+        if not svc.store.path(sha256, image.extension).exists():
+            added[sha256] = image.extension
+        return svc.store.put(image.data, image.extension)
+
+    try:
+        yield put
+    except BaseException as exc:
+        _remove_unreferenced(svc, added)
+        if not isinstance(exc, SQLAlchemyError):
+            raise
+        log.error("the database refused an upload's records; its %d new file(s) were "
+                  "removed", len(added), exc_info=exc)
+        raise UploadError("the database is not taking uploads right now, so nothing was "
+                          "kept; try again in a minute", 503) from None
+
+
+def _remove_unreferenced(svc: Connections, added: dict[str, str]) -> None:
+    if not added:
+        return
+    try:
+        with svc.db.session() as session:
+            referenced = set(session.scalars(select(Prediction.image_sha256).where(
+                Prediction.image_sha256.in_(list(added)))))
+    except SQLAlchemyError:
+        referenced = set()
+    for sha256, extension in added.items():
+        if sha256 not in referenced:
+            svc.store.remove(sha256, extension)
+
+
+def _record(put: Callable[[CheckedImage], str], image: CheckedImage, *, source: Source,
+            visitor: str | None, batch_id: str | None = None) -> Prediction:
     """Stores the image and makes its record (not yet added to a session)."""
-    sha256 = svc.store.put(image.data, image.extension)
+    sha256 = put(image)
     prediction = Prediction(id=new_id(), source=source, visitor=visitor, batch_id=batch_id,
                             filename=image.filename, image_sha256=sha256,
                             image_format=image.extension, width=image.width,

@@ -41,14 +41,19 @@ from sqlalchemy import select
 
 from core.db import Batch, Prediction, Status
 from core.settings import ROOT
+from frontend.uploads import display_name
 from tests.factories import (
     add_prediction,
+    animated_gif,
+    animated_png,
+    animated_webp,
     image_bytes,
     noise_png,
     png,
     png_claiming,
     stored_prediction,
     zip_bytes,
+    zip_of_empty_files,
 )
 from tests.web_fixtures import ADMIN_NAME, ADMIN_PASSWORD, csrf_token
 
@@ -126,6 +131,14 @@ def zip_of_folders_and_hidden_files() -> bytes:
         archive.writestr(".hidden.jpg", image_bytes(5))
         archive.writestr("__MACOSX/._photo.jpg", b"\x00\x05\x16\x07")
     return out.getvalue()
+
+
+def zip_claiming_directory_size(size: int) -> bytes:
+    """A .zip whose end record says its central directory is `size` bytes: more than
+    lies before the record."""
+    data = bytearray(zip_bytes({"a.jpg": image_bytes(8)}))
+    data[-10:-6] = struct.pack("<I", size)  # the end record's directory size
+    return bytes(data)
 
 
 def tiff_bytes() -> bytes:
@@ -447,6 +460,17 @@ BAD_FILES = [
             (413,), ("pixels",)),
     BadFile("jpeg-header-claiming-60000x60000", "huge.jpg",
             lambda: jpeg_claiming(60000, 60000), (413,), ("pixels",)),
+    BadFile("gif-animation-over-the-pixel-limit-in-all-its-frames", "anim.gif",
+            lambda: animated_gif(10, (200, 150)), (413,), ("10 frames of 200x150",)),
+    BadFile("gif-frames-reaching-past-a-1x1-screen", "screen.gif",
+            lambda: animated_gif(10, (200, 150), screen=(1, 1)), (413,),
+            ("10 frames of 200x150",)),
+    BadFile("apng-over-the-pixel-limit-in-all-its-frames", "anim.png",
+            lambda: animated_png(10, (200, 150)), (413,), ("10 frames of 200x150",)),
+    BadFile("apng-claiming-a-billion-frames", "claims.png",
+            lambda: animated_png(2, declared=10**9), (413,), ("1,000,000,000 frames",)),
+    BadFile("animated-webp", "anim.webp", lambda: animated_webp(3), (415,),
+            ("animated WebP",)),
 ]
 
 
@@ -475,8 +499,24 @@ def test_the_corpus_is_what_it_says():
                 assert image.size == size
         with Image.open(io.BytesIO(bomb)) as image:
             image.load()  # all its pixels are there: a real bomb, not a short file
+        for data, frames, size in [(animated_gif(10, (200, 150)), 10, (200, 150)),
+                                   (animated_gif(10, (200, 150), screen=(1, 1)), 10, (200, 150)),
+                                   (animated_png(10, (200, 150)), 10, (200, 150)),
+                                   (animated_png(2, declared=10**9), 10**9, (64, 48)),
+                                   (animated_webp(3), 3, (64, 48))]:
+            with Image.open(io.BytesIO(data)) as image:
+                assert (image.n_frames, image.size) == (frames, size)
+            assert size[0] * size[1] <= LIMITS["MAX_IMAGE_PIXELS"]  # each frame is within it
     finally:
         Image.MAX_IMAGE_PIXELS = guard
+    for data, listed, parsed in [(zip_of_empty_files(13), 13, 13),
+                                 (zip_of_empty_files(13, declared=1), 1, 13),
+                                 (zip_of_empty_files(2, declared=200_000), 0xFFFF, 2)]:
+        assert struct.unpack("<H", data[-12:-10]) == (listed,)  # the end record's count
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            assert len(archive.infolist()) == parsed
+    with pytest.raises(zipfile.BadZipFile):
+        zipfile.ZipFile(io.BytesIO(zip_claiming_directory_size(2**31)))
 
 
 @pytest.mark.parametrize("route", UPLOAD_ROUTES)
@@ -504,8 +544,11 @@ def test_a_bad_file_is_refused(site, route, bad):
     (image_bytes(12, "GIF"), "report.pdf", "application/pdf", "gif"),
     (image_bytes(13, "WEBP"), "no-extension", "text/html", "webp"),
     (image_bytes(14, "BMP"), "picture.svg", "image/svg+xml", "bmp"),
+    (animated_gif(3), "anim.jpg", "image/jpeg", "gif"),
+    (animated_png(3), "anim.gif", "image/gif", "png"),
 ], ids=["png-named-jpg", "jpeg-named-exe", "gif-named-pdf", "webp-sent-as-text-html",
-        "bmp-named-svg"])
+        "bmp-named-svg", "gif-animation-within-the-limit-named-jpg",
+        "apng-within-the-limit-named-gif"])
 def test_a_valid_image_with_a_wrong_name_or_type_is_accepted_by_its_content(
         site, data, name, content_type, stored):
     body = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="image"; filename="{name}"'
@@ -564,6 +607,15 @@ BAD_ARCHIVES = [
     BadArchive("more-members-than-a-batch-holds",
                lambda: zip_bytes({f"{i}.jpg": image_bytes(i) for i in range(5)}), (413,),
                ("5 files",)),
+    BadArchive("end-record-listing-more-entries-than-a-batch-could-hold",
+               lambda: zip_of_empty_files(13), (413,), ("lists 13 entries",)),
+    BadArchive("end-record-understating-its-entries",
+               lambda: zip_of_empty_files(13, declared=1), (413,), ("lists 13 entries",)),
+    BadArchive("zip64-record-claiming-200000-entries",
+               lambda: zip_of_empty_files(2, declared=200_000), (413,),
+               ("lists 200,000 entries",)),
+    BadArchive("central-directory-larger-than-the-archive",
+               lambda: zip_claiming_directory_size(2**31), (400,), ("not a valid .zip",)),
 ]
 
 
@@ -647,6 +699,13 @@ REQUESTS = {
     "page-loose-images-and-a-zip-past-the-batch-limit": (
         "/upload", [*_images(3), ("archive", "two.zip", zip_bytes(
             {"x.jpg": image_bytes(40), "y.jpg": image_bytes(41)}))], None, 413, ("5 files",)),
+    # MAX_FORM_PARTS: the batch limit and 100 more (104 here).
+    "api-batch-more-parts-than-a-form-takes": (
+        "/api/batches", [*_images(1), *[("note", None, b"x")] * 104], None, 413,
+        ("more than 104 parts",)),
+    "page-more-parts-than-a-form-takes": (
+        "/upload", [*_images(1), *[("note", None, b"x")] * 104], None, 413,
+        ("more than 104 parts",)),
 }
 
 
@@ -821,6 +880,9 @@ def test_a_name_with_markup_is_accepted_and_shown_escaped_everywhere(site, admin
     batch_page = check_html_page(visitor.get(f"/batches/{batch_id}"), member[3])
     assert str(escape(batch_name)) in batch_page
     assert "not an image" in batch_page  # the rejected .txt member, listed
+    [rejected] = site.batches()[batch_id][3]
+    assert_harmless_name(rejected["name"])
+    assert not [c for c in rejected["name"] if unicodedata.category(c) in ("Cc", "Cf")]
     check_html_page(visitor.get("/history"), shown)
     for url in [f"/api/predictions/{page_id}", f"/api/batches/{batch_id}",
                 f"/api/batches/{batch_id}/predictions"]:
@@ -855,6 +917,22 @@ def test_a_display_name_holds_no_control_or_bidi_characters(site, name):
     assert response.status_code == 202
     shown = response.json["filename"]
     assert not [c for c in shown if unicodedata.category(c) in ("Cc", "Cf")], repr(shown)
+
+
+@pytest.mark.parametrize("route", ["api-batch", "page-batch"])
+@pytest.mark.parametrize("name", name_cases())
+def test_a_rejected_files_name_is_stored_as_its_display_name(site, route, name):
+    """The batch's list of refused files holds the name as it is shown everywhere else:
+    no NUL, ESC or U+202E, trimmed to 255 characters."""
+    before = site.snapshot()
+    response = upload(site.client, route, [("good.jpg", image_bytes(83)), (name, b"no image")])
+    assert response.status_code in (202, 303), response.get_data(as_text=True)[:500]
+    [batch_id] = set(site.batches()) - {b[0] for b in before.batches}
+    [rejected] = site.batches()[batch_id][3]
+    assert rejected["name"] == display_name(name), rejected
+    assert not [c for c in rejected["name"] if unicodedata.category(c) in ("Cc", "Cf")]
+    assert len(rejected["name"]) <= 255 and "not an image" in rejected["error"]
+    assert site.client.get(f"/api/batches/{batch_id}").json["rejected"] == [rejected]
 
 
 @pytest.mark.parametrize("name", ["фото 写真 🍎🍌.jpg", "x" * 1000 + ".jpg",
@@ -911,6 +989,11 @@ ID_ROUTES = {
     "admin-review": ("POST", "/admin/records/{}/review", True),
     "admin-retry": ("POST", "/admin/records/{}/retry", True),
     "admin-report-file": ("GET", "/admin/models/1/{}", True),
+    # deletion (issue 13)
+    "delete-upload": ("POST", "/p/{}/delete", False),
+    "delete-batch": ("POST", "/batches/{}/delete", False),
+    "admin-delete-record": ("POST", "/admin/records/{}/delete", True),
+    "admin-delete-batch": ("POST", "/admin/batches/{}/delete", True),
 }
 
 
@@ -927,7 +1010,8 @@ def test_a_bad_id_is_refused(site, admin_user, route, case, value):
     path = template.format(value)
     data = None
     if method == "POST":
-        data = {"csrf_token": csrf_token(client, "/admin/"), "verdict": "right"}
+        data = {"csrf_token": csrf_token(client, "/admin/" if needs_admin else "/"),
+                "verdict": "right"}
     before = site.snapshot()
     response = client.open(path, method=method, data=data)
     assert_refused(site, response, before, path.split("?")[0], (400, 404))
@@ -1023,6 +1107,10 @@ WRONG_METHODS = [
     ("GET", "/admin/records/{seed}/review"), ("GET", "/admin/records/{seed}/retry"),
     ("DELETE", "/admin/records/{seed}"), ("POST", "/admin/api/records"),
     ("POST", "/admin/records.csv"), ("PUT", "/admin/records/retry-failed"),
+    # deletion (issue 13)
+    ("GET", "/p/{seed}/delete"), ("DELETE", "/p/{seed}"), ("GET", "/batches/{batch}/delete"),
+    ("GET", "/admin/records/{seed}/delete"), ("GET", "/admin/batches/{batch}/delete"),
+    ("PUT", "/admin/api/predictions/{seed}"), ("POST", "/admin/api/batches/{batch}"),
 ]
 
 
@@ -1046,7 +1134,8 @@ def other_sessions_token(site) -> str:
 CSRF_CASES = {"missing": None, "empty": "", "garbage": "not-a-token",
               "another-sessions": "OTHER", "tampered": "TAMPERED"}
 FORMS = ["/upload", "/admin/login", "/admin/logout", "/admin/records/{done}/review",
-         "/admin/records/{failed}/retry", "/admin/records/retry-failed"]
+         "/admin/records/{failed}/retry", "/admin/records/retry-failed",
+         "/p/{done}/delete", "/admin/records/{done}/delete"]
 
 
 @pytest.mark.parametrize("form", FORMS)

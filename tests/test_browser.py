@@ -19,11 +19,7 @@ import hashlib
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,7 +33,7 @@ from core.settings import ROOT
 from tests.factories import (
     SHAPES,
     add_prediction,
-    free_port,
+    gunicorn,
     photo_bytes,
     photo_file,
     stored_prediction,
@@ -69,6 +65,16 @@ addEventListener("DOMContentLoaded", () => {
   new MutationObserver(() => note("script")).observe(
     bar, {attributes: true, attributeFilter: ["value", "max"]});
 });
+"""
+
+# Every Content-Security-Policy violation the browser sees, whether or not it also
+# logs one to the console: what was blocked, by which directive, from where.
+CSP_WATCH = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.reportCspViolation(
+    `${event.effectiveDirective} blocked ${event.blockedURI || "inline code"} ` +
+    `(${event.sourceFile || location.href}:${event.lineNumber}: ${event.sample || ""})`);
+}, true);
 """
 
 # One database is enough here (see the docstring): every test runs on SQLite only.
@@ -110,41 +116,6 @@ def browser(chromium: Path) -> Iterator[Browser]:
         launched.close()
 
 
-def _healthy(url: str, process: subprocess.Popen, log: Path) -> bool:
-    if process.poll() is not None:
-        raise AssertionError(f"gunicorn exited with {process.returncode}:\n"
-                             f"{log.read_text(errors='replace')[-3000:]}")
-    try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=5) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-@contextmanager
-def gunicorn(tmp_path: Path) -> Iterator[str]:
-    """The site under gunicorn on a free port, with the environment's settings; its URL."""
-    port = free_port()
-    bind = f"127.0.0.1:{port}"
-    log = tmp_path / "gunicorn.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", bind, "frontend:create_app()"],
-            cwd=ROOT, env=os.environ | {"WEB_BIND": bind, "PORT": str(port)},
-            stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://{bind}"
-    try:
-        wait_until(lambda: _healthy(url, process, log), 90, f"gunicorn at {url}/healthz")
-        yield url
-    finally:
-        process.send_signal(signal.SIGTERM)  # gunicorn's graceful stop
-        try:
-            process.wait(40)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @pytest.fixture
 def site(request: pytest.FixtureRequest, env: dict[str, str], serving, tmp_path: Path,
          monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
@@ -175,14 +146,16 @@ class Visit:
     checked: int = 0  # errors already reported by a step
 
     def on_console(self, message: ConsoleMessage) -> None:
-        if message.type == "error":
+        if "Content Security Policy" in message.text:  # an error or, report-only, a warning
+            self.errors.append(f"CSP violation reported on {self.page.url}: {message.text}")
+        elif message.type == "error":
             self.errors.append(f"console error on {self.page.url}: {message.text} "
                                f"({message.location.get('url')}:"
                                f"{message.location.get('lineNumber')})")
 
     def check(self, step: str) -> None:
         """Saves a full-page screenshot of the page as it is, then fails if a script
-        error or a console error has happened since the test began."""
+        error, a console error or a CSP violation has happened since the test began."""
         self.steps += 1
         self.page.screenshot(path=self.folder / f"{self.steps:02d}-{step}.png", full_page=True)
         self.checked = len(self.errors)
@@ -196,6 +169,10 @@ def opened_tab(browser: Browser, site: str, request: pytest.FixtureRequest) -> I
     context = browser.new_context(base_url=site, accept_downloads=True,
                                   viewport={"width": 1280, "height": 900})
     context.set_default_timeout(TIMEOUT_MS)
+    # Playwright's own binding and init script: the page's CSP does not apply to them.
+    context.expose_function("reportCspViolation",
+                            lambda text: tab.errors.append(f"CSP violation on {page.url}: {text}"))
+    context.add_init_script(CSP_WATCH)
     page = context.new_page()
     folder = ARTIFACTS / request.node.originalname
     shutil.rmtree(folder, ignore_errors=True)
@@ -230,6 +207,44 @@ def table_rows(page: Page, selector: str) -> list[list[str]]:
     """The cells' text of a table's rows, header row left out."""
     rows = page.locator(f"{selector} tr").all()
     return [[cell.inner_text().strip() for cell in row.locator("td").all()] for row in rows[1:]]
+
+
+def test_the_csp_detector_catches_inline_script_and_style_the_site_refuses(
+        visit_without_serving: Visit, admin_user):
+    """The headers reach the browser and the browser enforces them: an inline
+    script and a style attribute, injected into a page of the site, are blocked
+    and reported; the pages themselves (the login, an admin page) report nothing."""
+    from playwright.sync_api import expect
+
+    visit = visit_without_serving
+    page = visit.page
+    name, password = admin_user
+    response = page.goto("/admin/login?next=/admin/sessions")
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Your sessions")).to_be_visible()
+    visit.check("sessions")
+
+    page.evaluate("""() => {
+        const script = document.createElement("script");
+        script.textContent = "document.body.dataset.inlineRan = 'yes'";
+        document.body.append(script);
+        document.querySelector("h1").setAttribute("style", "color: red");
+    }""")
+    def reported(directive: str) -> bool:
+        page.wait_for_timeout(100)  # lets Playwright deliver the binding's calls
+        return any("CSP violation on" in e and directive in e for e in visit.errors)
+
+    wait_until(lambda: reported("script-src") and reported("style-src"), 10,
+               "the injected script and style reported", detail=lambda: "\n".join(visit.errors))
+    assert page.evaluate("document.body.dataset.inlineRan") is None  # it never ran
+    visit.errors.clear()  # the violations were this test's own doing
+    page.reload()
+    expect(page.get_by_role("button", name="Log out everywhere")).to_be_visible()
+    visit.check("reloaded-clean")
 
 
 def test_an_uploaded_photo_shows_its_label_and_model_version(

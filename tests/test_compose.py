@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
+from secrets import token_urlsafe
 from threading import Thread
 from types import ModuleType
 from typing import Any
@@ -37,16 +38,17 @@ from sqlalchemy.engine import make_url
 
 from core.settings import ROOT, Settings
 from tests.factories import free_port
+from tests.proxy_process import TEMPLATE, template_variables
 from tests.web_fixtures import HEALTH_REDIS_DB, REDIS
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 APP_DOCKERFILE = "docker/app.Dockerfile"
-#: What compose would read from .env in production; enough to interpolate.
-SECRETS = {"SECRET_KEY": "k" * 48, "POSTGRES_PASSWORD": "a password with @ and /"}
-#: Variables the images we run read themselves, beside core/settings.py's.
+#: Variables the images we run read themselves, beside core/settings.py's: the
+#: official images' own, and the ones the proxy's template refers to.
 THIRD_PARTY_ENV = {
-    "postgres": {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "PGDATA"},
-    "app": {"PGPASSWORD", "GUNICORN_CMD_ARGS"},  # libpq's password; gunicorn's extra flags
+    "postgres": {"POSTGRES_USER", "POSTGRES_PASSWORD_FILE", "POSTGRES_DB", "PGDATA"},
+    "nginx": template_variables(TEMPLATE.read_text()),
+    "app": {"GUNICORN_CMD_ARGS"},  # gunicorn's extra flags
 }
 #: Files whose os.environ reads are the settings an app container may set.
 SETTINGS_READERS = ["core/settings.py", "gunicorn.conf.py", "frontend/commands.py"]
@@ -101,7 +103,7 @@ def interpolated(node: Any, env: Mapping[str, str]) -> Any:
     return interpolate(node, env) if isinstance(node, str) else node
 
 
-def load_compose(env: Mapping[str, str] = SECRETS) -> dict[str, Any]:
+def load_compose(env: Mapping[str, str] = {}) -> dict[str, Any]:  # noqa: B006 (read only)
     return interpolated(yaml.safe_load(COMPOSE_FILE.read_text()), env)
 
 
@@ -293,9 +295,12 @@ def settings_names() -> set[str]:
                 func = node.func
                 called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
                 first = node.args[0]
-                if called in ("get", "getenv", "_path", "_int") and isinstance(
-                        first, ast.Constant) and isinstance(first.value, str):
+                readers = ("get", "getenv", "_path", "_int", "_fraction", "_secret", "_bool")
+                if called in readers and (
+                        isinstance(first, ast.Constant) and isinstance(first.value, str)):
                     names.add(first.value)
+                    if called == "_secret":  # NAME, or the file NAME_FILE names
+                        names.add(f"{first.value}_FILE")
     return {name for name in names if name.isupper()}
 
 
@@ -334,11 +339,11 @@ def test_schema_rejects_a_broken_copy(compose: dict[str, Any],
         compose_validator().validate(broken)
 
 
-@pytest.mark.parametrize("secret", sorted(SECRETS))
-def test_compose_refuses_to_start_without_a_secret(secret: str) -> None:
-    env = {name: value for name, value in SECRETS.items() if name != secret}
-    with pytest.raises(InterpolationError, match=secret):
-        load_compose(env)
+def test_compose_refuses_an_unset_required_variable() -> None:
+    """The interpolation this module relies on fails as compose does."""
+    with pytest.raises(InterpolationError, match="NAME: say so"):
+        interpolate("${NAME:?say so}", {})
+    assert interpolate("${NAME:-x} $$NAME ${NAME}", {"NAME": "y"}) == "y $NAME y"
 
 
 # --- files the stack refers to ----------------------------------------------------------
@@ -353,8 +358,9 @@ def test_build_contexts_and_their_copies_exist(services: dict[str, dict[str, Any
             assert not dockerignored(source), f"{source} ({destination}) is in .dockerignore"
 
 
-@pytest.mark.parametrize("path", [".env", ".venv/bin/python", ".git/HEAD", "var/app.db",
-                                  "models/classifier/1/saved_model.pb", "dataset/apple/1.jpg"])
+@pytest.mark.parametrize("path", [".env", "secrets/secret_key", ".venv/bin/python", ".git/HEAD",
+                                  "var/app.db", "models/classifier/1/saved_model.pb",
+                                  "dataset/apple/1.jpg"])
 def test_dockerignore_keeps_secrets_and_bulk_out(path: str) -> None:
     assert dockerignored(path)
 
@@ -396,19 +402,49 @@ def test_every_variable_a_service_sets_is_read_by_something(
         assert not unknown, f"{name} sets variables nothing reads: {sorted(unknown)}"
 
 
+def with_secret_files(service: dict[str, Any], folder: Path) -> dict[str, str]:
+    """The service's environment with its /run/secrets/ files made in `folder`, each
+    holding a random value of its own, as `make secrets` makes them."""
+    env = environment(service)
+    for secret in service.get("secrets", []):
+        (folder / secret).write_text(token_urlsafe(48) + "\n")
+    for key, value in env.items():
+        if value.startswith("/run/secrets/"):
+            env[key] = str(folder / PurePosixPath(value).name)
+    return env
+
+
+def secret_of(service: dict[str, Any], variable: str, folder: Path) -> str:
+    """The value a service's NAME_FILE variable names, read from `folder`."""
+    return (folder / PurePosixPath(environment(service)[variable]).name).read_text().strip()
+
+
+SETTINGS_SERVICES = ["migrate", "web", "worker", "trainer-worker"]
+
+
+@pytest.mark.parametrize("name", SETTINGS_SERVICES)
 def test_app_environment_makes_valid_production_settings(
-        services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+        name: str, services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """Secrets come from the files compose mounts: the database and Redis URLs
+    then carry the very passwords the postgres and redis services are given."""
+    assert set(app_services(services)) <= set(SETTINGS_SERVICES)
     postgres = environment(services["postgres"])
-    for name, service in app_services(services).items():
-        env = environment(service)
-        assert set(APP_SETTINGS) <= set(env), f"{name} lacks {set(APP_SETTINGS) - set(env)}"
-        settings = settings_from(env, monkeypatch)
-        assert settings.production
-        url = make_url(settings.database_url)
-        assert url.drivername == "postgresql+psycopg"
-        assert (url.host, url.username, url.database) == (
-            "postgres", postgres["POSTGRES_USER"], postgres["POSTGRES_DB"])
-        assert env["PGPASSWORD"] == postgres["POSTGRES_PASSWORD"]
+    service = services[name]
+    env = with_secret_files(service, tmp_path)
+    assert set(APP_SETTINGS) - {"SECRET_KEY"} <= set(env), f"{name} lacks some of {APP_SETTINGS}"
+    settings = settings_from(env, monkeypatch)
+    assert settings.production
+    assert settings.secret_key == secret_of(service, "SECRET_KEY_FILE", tmp_path)
+    url = make_url(settings.database_url)
+    assert url.drivername == "postgresql+psycopg"
+    assert (url.host, url.username, url.database) == (
+        "postgres", postgres["POSTGRES_USER"], postgres["POSTGRES_DB"])
+    assert PurePosixPath(env["POSTGRES_PASSWORD_FILE"]).name == PurePosixPath(
+        postgres["POSTGRES_PASSWORD_FILE"]).name
+    assert url.password == secret_of(service, "POSTGRES_PASSWORD_FILE", tmp_path)
+    redis = Redis.from_url(settings.redis_url).connection_pool.connection_kwargs
+    assert redis["password"] == secret_of(service, "REDIS_PASSWORD_FILE", tmp_path)
 
 
 def settings_from(env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
@@ -453,13 +489,16 @@ def test_apps_wait_for_the_database_redis_and_the_migration(
 def test_every_long_running_service_has_a_healthcheck(
         services: dict[str, dict[str, Any]]) -> None:
     running = long_running(services)
-    assert {"serving", "postgres", "redis", "web", "worker"} <= set(running)
+    assert {"proxy", "serving", "postgres", "redis", "web", "worker"} <= set(running)
     for name in running:
         check = services[name].get("healthcheck", {})
         assert check.get("test") and not check.get("disable"), f"{name} has no healthcheck"
         assert services[name].get("restart") in ("unless-stopped", "always"), name
     assert healthcheck_tokens(services["postgres"])[0] == "pg_isready"
-    assert healthcheck_tokens(services["redis"])[:2] == ["redis-cli", "ping"]
+    # With the password (REDISCLI_AUTH keeps it off redis-cli's command line).
+    auth, *check = healthcheck_tokens(services["redis"])
+    assert auth == "REDISCLI_AUTH=$(cat /run/secrets/redis_password)"
+    assert check[:2] == ["redis-cli", "ping"]
 
 
 def test_redis_persists_its_queue(services: dict[str, dict[str, Any]]) -> None:
@@ -486,6 +525,18 @@ def test_uploads_are_shared_by_the_site_and_the_workers(
     assert volume_location(web, upload_dir) == volume_location(worker, upload_dir)
     writable = {m.target: not m.read_only for m in mounts(web)}
     assert writable[upload_dir]
+
+
+def test_the_workers_can_purge_old_uploads(services: dict[str, dict[str, Any]]) -> None:
+    """The retention purge deletes images from the uploads volume and notes them in the
+    reports on the models volume: both the site's, both writable in the workers."""
+    web, worker = services["web"], services["worker"]
+    env = environment(worker)
+    writable = {m.target: not m.read_only for m in mounts(worker)}
+    for path in (env["UPLOAD_DIR"], env["MODEL_BASE_PATH"]):
+        assert volume_location(worker, path) == volume_location(web, path), path
+        assert writable[path], f"{path} is read-only in the workers"
+    assert int(env["RETENTION_DAYS"]) >= 0
 
 
 # --- TF Serving, the trainer and the models volume --------------------------------------

@@ -28,7 +28,7 @@ from werkzeug.security import check_password_hash
 from core.db import Database, Status, User
 from core.settings import DEV_SECRET_KEY, ROOT, Settings, SettingsError
 from core.storage import ImageStore
-from tests.factories import add_prediction, image_bytes, stored_prediction
+from tests.factories import add_admin, add_prediction, image_bytes, stored_prediction
 from tests.web_fixtures import csrf_token
 
 WRONG_LOGIN = "wrong user name or password"
@@ -225,15 +225,52 @@ def test_the_eleventh_login_attempt_in_a_minute_is_refused_with_429_even_with_th
     assert not logged_in(client)
 
 
-def test_the_login_limit_counts_per_address(app, client, admin_user):
+def from_address(app, address: str):
+    """A fresh test client whose requests come from `address`."""
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = address
+    return client
+
+
+def test_rotating_addresses_cannot_guess_one_user_names_password(app, admin_user):
+    """The per-name limit counts across addresses, and "Admin " is "admin"."""
     name, password = admin_user
-    for _ in range(10):
-        assert login(client, name, "guess").status_code == 401
-    assert login(client, name, password).status_code == 429
-    elsewhere = app.test_client()
-    elsewhere.environ_base["REMOTE_ADDR"] = "10.9.8.7"  # the session is bound to it, too
-    response = login(elsewhere, name, password)
-    assert response.status_code == 303
+    spellings = [name, name.upper(), f" {name} ", name.capitalize()]
+    for i in range(10):
+        guessing = from_address(app, f"10.1.{i}.{i + 1}")
+        assert login(guessing, spellings[i % 4], f"guess {i}").status_code == 401, i
+    fresh = from_address(app, "10.2.0.1")
+    response = login(fresh, name, password)
+    assert response.status_code == 429
+    assert "too many login attempts for this user name" in response.get_data(as_text=True)
+    assert not logged_in(fresh)
+
+
+def test_an_attacker_on_a_shared_address_does_not_lock_out_the_others_behind_it(
+        app, admin_user, db):
+    """One attacker spends the name they attack, not the proxy's address."""
+    name, _ = admin_user
+    add_admin(db, "bob", "bob's own long password")
+    attacker = from_address(app, "10.3.0.1")
+    for i in range(10):
+        assert login(attacker, name, f"guess {i}").status_code == 401, i
+    for i in range(5):  # the attacker goes on, refused
+        assert login(attacker, name, f"more {i}").status_code == 429, i
+    colleague = from_address(app, "10.3.0.1")
+    assert login(colleague, "bob", "bob's own long password").status_code == 303
+    assert logged_in(colleague)
+
+
+def test_the_per_address_limit_counts_every_name_from_one_address(app, admin_user):
+    name, password = admin_user
+    spraying = from_address(app, "10.4.0.1")
+    for i in range(30):  # 30 names, 1 guess each: no name's limit is reached
+        assert login(spraying, f"user{i}", "password123").status_code == 401, i
+    response = login(spraying, name, password)
+    assert response.status_code == 429
+    assert "too many login attempts from your address" in response.get_data(as_text=True)
+    elsewhere = from_address(app, "10.9.8.7")  # the session is bound to the address, too
+    assert login(elsewhere, name, password).status_code == 303
     assert logged_in(elsewhere)
 
 
@@ -833,7 +870,7 @@ def test_production_refuses_a_missing_or_short_secret_key(monkeypatch, secret):
 def test_production_with_a_long_secret_key_sets_secure_cookies(env, monkeypatch):
     from frontend import create_app
 
-    secret = "s" * 40
+    secret = "kV3nq8ZpY2rT0wLxB7mH5sJdF9gC4aQeU1oRtN6yWi_-"
     monkeypatch.setenv("APP_ENV", "production")
     monkeypatch.setenv("SECRET_KEY", secret)
     settings = Settings.from_env()

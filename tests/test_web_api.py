@@ -51,7 +51,7 @@ def test_served_versions_come_from_servings_status_api(client, serving, trained)
 def test_served_versions_answer_503_when_serving_is_down(client):
     response = client.get("/api/models")
     assert response.status_code == 503
-    assert "did not answer" in response.json["error"]
+    assert response.json["error"] == "the model server is unavailable"
 
 
 @pytest.fixture

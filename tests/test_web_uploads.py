@@ -13,15 +13,23 @@ import io
 import re
 import struct
 import time
+import tracemalloc
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
 import pytest
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import make_url
 
 from core.db import Batch, Prediction
 from tests.factories import (
+    animated_gif,
+    animated_png,
+    animated_webp,
     draw_photo,
     encoded,
     noise_png,
@@ -29,9 +37,12 @@ from tests.factories import (
     part,
     photo_bytes,
     png_claiming,
+    session,
+    zip64_ended,
     zip_bytes,
+    zip_of_empty_files,
 )
-from tests.web_fixtures import csrf_token
+from tests.web_fixtures import POSTGRES, csrf_token
 
 #: Limits small enough to cross with photos made in a few milliseconds.
 SMALL = {"MAX_IMAGE_BYTES": 100_000, "MAX_REQUEST_BYTES": 2**20, "MAX_IMAGE_PIXELS": 50_000,
@@ -672,6 +683,198 @@ def test_the_history_lists_this_browsers_uploads_only(client, app):
     stranger = app.test_client().get("/history")
     assert stranger.status_code == 200
     assert "Nothing yet" in stranger.get_data(as_text=True)
+
+
+# --- 11. animations: frames times pixels --------------------------------------------------
+
+@pytest.mark.parametrize("make, name", [(animated_gif, "anim.gif"), (animated_png, "anim.png")],
+                         ids=["gif", "apng"])
+def test_an_animation_over_the_pixel_limit_in_all_its_frames_is_refused_with_413(
+        client, app, env, make, name):
+    """Each frame within the limit, all of them 10 times over it (Serving's GIF decoder
+    reads every frame: 388 MB for this one)."""
+    data = make(100, (2000, 2000))
+    assert len(data) < 700_000
+    started = time.monotonic()
+    message = assert_json_error(post_image(client, data, name), 413)
+    assert time.monotonic() - started < 5, "were the frames decoded?"
+    assert message == (f"{name}: 100 frames of 2000x2000 is 400.0 megapixels decoded; "
+                       "the limit is 40.0")
+    assert_nothing_stored(app, env)
+
+
+def test_gif_frames_reaching_past_a_small_screen_count_at_the_size_they_reach(client, app,
+                                                                              env):
+    data = animated_gif(100, (2000, 2000), screen=(1, 1))
+    assert data[6:10] == struct.pack("<HH", 1, 1)
+    assert_json_error(post_image(client, data, "tiny-screen.gif"), 413,
+                      "100 frames of 2000x2000", "400.0 megapixels")
+    assert_nothing_stored(app, env)
+
+
+@pytest.mark.parametrize("make, stored", [(animated_gif, "gif"), (animated_png, "png")],
+                         ids=["gif", "apng"])
+def test_an_animation_within_the_pixel_limit_is_accepted(client, app, env, make, stored):
+    data = make(5)  # 5 frames of 64x48
+    assert Image.open(io.BytesIO(data)).n_frames == 5
+    created = post_image(client, data, "small-anim")
+    assert created.status_code == 202, created.json
+    [p] = rows(app, Prediction)
+    assert (p.image_format, p.width, p.height) == (stored, 64, 48)
+
+
+@pytest.mark.parametrize("frames", [1, 4], ids=["one-frame-animation", "four-frames"])
+def test_an_animated_webp_is_refused_with_415_since_serving_cannot_decode_it(client, app, env,
+                                                                             frames):
+    data = animated_webp(frames)
+    assert Image.open(io.BytesIO(data)).n_frames == frames
+    assert_json_error(post_image(client, data, "anim.webp"), 415, "anim.webp",
+                      "animated WebP", "still image")
+    assert_nothing_stored(app, env)
+
+
+# --- 12. a zip's entries, counted from its end records ------------------------------------
+
+def test_a_zip_listing_200000_entries_is_refused_with_413_before_zipfile_reads_them(
+        client, app, env):
+    """zipfile would take about 100 MB (and seconds) to list them; the end records say
+    how many there are in a few kB."""
+    archive = zip_of_empty_files(200_000)  # 19 MB, ended by ZIP64 records
+    assert archive[-22:-18] == b"PK\x05\x06" and b"PK\x06\x06" in archive[-98:]
+    tracemalloc.start()
+    try:
+        response = post_batch(client, archive=(archive, "many.zip"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert_json_error(response, 413,
+                      "many.zip lists 200,000 entries; a batch holds at most 2,000 files")
+    assert peak < 3 * len(archive), f"{peak / 2**20:.0f} MB: was the directory parsed?"
+    assert_nothing_stored(app, env)
+
+
+def test_a_zip_whose_end_record_understates_its_entries_is_counted_by_its_headers(
+        small_limits, client, app, env):
+    archive = zip_of_empty_files(50, declared=1)
+    assert len(zipfile.ZipFile(io.BytesIO(archive)).infolist()) == 50  # zipfile reads all
+    assert_json_error(post_batch(client, archive=(archive, "liar.zip")), 413,
+                      "liar.zip lists 50 entries", "at most 3 files")
+    assert_nothing_stored(app, env)
+
+
+def test_a_zip_ended_by_zip64_records_is_read_like_any_other(client, app, env):
+    archive = zip64_ended(zip_bytes({"a.jpg": photo_bytes("circle", 1),
+                                     "b.jpg": photo_bytes("square", 2)}))
+    assert archive[-14:-10] == b"\xff" * 4  # 65,535 entries: the ZIP64 record has the count
+    created = post_batch(client, archive=(archive, "zip64.zip"))
+    assert created.status_code == 202, created.json
+    assert (created.json["total"], created.json["rejected"]) == (2, [])
+
+
+# --- 13. as many files as a batch holds, in one form ----------------------------------------
+
+@pytest.fixture
+def batches_of_1000(request, env, monkeypatch) -> int:
+    """A batch limit over werkzeug's default of 1,000 form parts; request it before `app`."""
+    monkeypatch.setenv("MAX_BATCH_IMAGES", "1000")
+    assert services(request.getfixturevalue("app")).settings.max_batch_images == 1000
+    return 1000
+
+
+def test_a_batch_at_its_limit_fits_the_form_and_one_more_file_hears_the_count(
+        batches_of_1000, client, app, env):
+    images = [(photo_bytes("circle", 1), f"{i}.jpg") for i in range(1000)]
+    created = post_batch(client, images)
+    assert created.status_code == 202, created.get_data(as_text=True)[:500]
+    assert created.json["total"] == 1000
+    page = post_page(client, *images)  # and the page form's own two fields
+    assert page.status_code == 303, page_error(page)
+    over = [*images, (photo_bytes("circle", 2), "one-more.jpg")]
+    assert_json_error(post_batch(client, over), 413, "1,001 files; a batch holds at most 1,000")
+    refused = post_page(client, *over)
+    assert refused.status_code == 413
+    assert page_error(refused) == "1,001 files; a batch holds at most 1,000"
+    assert count(app, Prediction) == 2000
+
+
+def test_a_form_past_its_parts_limit_is_told_so_not_that_it_is_too_large(
+        batches_of_1000, client, app, env):
+    form = {"images": part(photo_bytes(), "a.jpg")} | {f"note{i}": "x" for i in range(1200)}
+    assert_json_error(client.post("/api/batches", data=form), 413,
+                      "the form has more than 1,100 parts")
+    assert_nothing_stored(app, env)
+
+
+# --- 14. the database refusing an upload: no file left behind -------------------------------
+
+@contextmanager
+def table_away(url: str, table: str) -> Iterator[None]:
+    """`table` renamed out of the site's reach for the block: every write to it fails."""
+    with session(url) as renaming:
+        renaming.execute(text(f"ALTER TABLE {table} RENAME TO {table}_away"))
+    try:
+        yield
+    finally:
+        with session(url) as renaming:
+            renaming.execute(text(f"ALTER TABLE {table}_away RENAME TO {table}"))
+
+
+@contextmanager
+def connections_refused(url: str) -> Iterator[None]:
+    """The site's PostgreSQL database taking no connections, and its open ones closed."""
+    name = make_url(url).database
+    with psycopg.connect(POSTGRES, autocommit=True) as server:
+        server.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        try:
+            server.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+            yield
+        finally:
+            server.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+
+@pytest.mark.parametrize("route", ["api", "page"])
+def test_an_upload_the_database_refuses_answers_503_and_leaves_no_file(client, app, env,
+                                                                        route):
+    with table_away(env["DATABASE_URL"], "predictions"):
+        if route == "api":
+            assert_json_error(post_image(client, photo_bytes("circle", 7), "c.jpg"), 503,
+                              "database", "nothing was kept")
+        else:
+            response = post_page(client, (photo_bytes("circle", 7), "c.jpg"))
+            assert response.status_code == 503
+            assert "nothing was kept" in page_error(response)
+        assert stored_files(env) == []
+    assert_nothing_stored(app, env)
+
+
+def test_a_batch_the_database_refuses_removes_only_the_files_it_added(client, app, env):
+    kept = photo_bytes("square", 8)
+    first = post_image(client, kept, "kept.jpg")
+    assert first.status_code == 202
+    before = stored_files(env)
+    with table_away(env["DATABASE_URL"], "batches"):
+        response = post_batch(client, [(kept, "again.jpg"), (photo_bytes("circle", 9), "n.jpg"),
+                                       (photo_bytes("triangle", 10), "m.jpg")])
+        assert_json_error(response, 503, "nothing was kept")
+    assert stored_files(env) == before, "the new files stayed, or the one there before went"
+    assert (count(app, Prediction), count(app, Batch)) == (1, 0)
+    assert client.get(f"/images/{first.json['id']}").data == kept
+
+
+def test_an_upload_while_postgresql_refuses_connections_answers_503_and_recovers(
+        client, app, env):
+    if not env["DATABASE_URL"].startswith("postgresql"):
+        pytest.skip("SQLite has no server to refuse connections (the tests above break it)")
+    assert post_image(client, photo_bytes("circle", 11), "before.jpg").status_code == 202
+    before = stored_files(env)
+    with connections_refused(env["DATABASE_URL"]):
+        assert_json_error(post_image(client, photo_bytes("circle", 12), "during.jpg"), 503,
+                          "nothing was kept")
+        assert stored_files(env) == before
+    after = post_image(client, photo_bytes("circle", 12), "after.jpg")
+    assert after.status_code == 202, after.json
+    assert count(app, Prediction) == 2
 
 
 # --- found in review ------------------------------------------------------------------------

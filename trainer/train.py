@@ -232,7 +232,7 @@ def train(data_dir: Path, model_dir: Path, recipe: Recipe, *,
             metrics["shift"] = shift.accuracy(staging, shifted)
         metrics["test"] |= report.per_class(labels["test"], scores["test"], names)
         report.write_metrics(report_dir, metrics)
-        report.write_json(report_dir / "manifest.json", report.manifest(found, extra))
+        report.write_json(report_dir / model_files.MANIFEST, report.manifest(found, extra))
         report.write_split(report_dir, found.root, parts.named(), names)
         report.plot_curves(history, report_dir / "curves.png",
                            fine_tune_from=learned.head_epochs if recipe.fine_tune else None)

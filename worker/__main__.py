@@ -5,6 +5,8 @@ Single uploads are taken before batch chunks (core/lifecycle/connections.py).
     python -m worker              work until stopped (SIGTERM finishes the current job)
     python -m worker --burst      work until the queues are empty, then exit
     python -m worker sweep        enqueue lost records once, then exit
+    python -m worker purge        delete the uploads past RETENTION_DAYS once, then exit
+                                  (--dry-run: only count them)
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import sys
 from redis import RedisError
 
 import worker.tasks  # noqa: F401  loaded once, not again in each forked job (--fork)
-from core.settings import SettingsError, get_settings
-from worker import runner
+from core.lifecycle.connections import Connections
+from core.settings import SettingsError, get_settings, redacted
+from worker import retention, runner
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__.split("\n")[0])
-    parser.add_argument("command", nargs="?", choices=["work", "sweep"], default="work")
+    parser.add_argument("command", nargs="?", choices=["work", "sweep", "purge"], default="work")
     parser.add_argument("--burst", action="store_true",
                         help="exit once the queues are empty (retries scheduled for later and "
                              "the sweeper are left to a long-running worker)")
@@ -33,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep-interval", type=float, default=10.0, metavar="SECONDS")
     parser.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
                         help="sweep: leave records younger than this to their jobs")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="purge: count what would be deleted, delete nothing")
     parser.add_argument("--name", help="worker name shown in the admin statistics")
     parser.add_argument("--wait-for-redis", type=float, default=30.0, metavar="SECONDS",
                         help="how long to wait for Redis at start-up (it may be starting "
@@ -46,14 +51,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except RedisError as exc:
-        print(f"error: cannot reach Redis at {settings.redis_url}: {exc}", file=sys.stderr)
+        print(f"error: cannot reach Redis at {redacted(settings.redis_url)}: {exc}",
+              file=sys.stderr)
         return 2
     if args.command == "sweep":
         counts = runner.sweep_once(settings, args.grace)
         print(counts if counts is not None else "another sweep is running; try again later")
         return 0
+    if args.command == "purge":
+        return purge(settings, dry_run=args.dry_run)
     runner.work(settings, connection, burst=args.burst, fork=args.fork, name=args.name,
                 sweep_interval=args.sweep_interval)
+    return 0
+
+
+def purge(settings, *, dry_run: bool) -> int:
+    if settings.retention_days == 0:
+        print("retention is off (RETENTION_DAYS=0): every upload is kept")
+        return 0
+    kept = " (reviewed ones kept)" if settings.retention_keep_reviewed else ""
+    print(f"uploads older than {settings.retention_days} days{kept}:")
+    counts = retention.purge(Connections.from_settings(settings), dry_run=dry_run)
+    print(counts if counts is not None else "another purge is running; try again later")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""An RQ worker that outlives Redis outages, with a sweep of lost records beside it.
+"""An RQ worker that outlives Redis outages, with a sweep of lost records and the
+retention purge (worker/retention.py) beside it.
 
 RQ's loop rides out a Redis outage only while it waits for a job; one that
 hits it anywhere else (a job's result, a heartbeat) ends it ("found an
@@ -19,7 +20,8 @@ import rq
 from redis import Redis, RedisError
 
 from core.lifecycle.connections import Connections, connect_redis, for_this_process, queues
-from core.settings import Settings
+from core.settings import Settings, redacted
+from worker import retention
 from worker.sweeper import sweep
 
 log = logging.getLogger("worker")
@@ -66,6 +68,7 @@ def work(settings: Settings, connection: Redis, *, burst: bool, fork: bool,
     until they are empty)."""
     if not burst:
         start_sweeping(for_this_process(), sweep_interval)
+        retention.start_purging(for_this_process())
     worker_class = ForkingWorker if fork else InProcessWorker
     while True:
         worker = None
@@ -98,7 +101,7 @@ def wait_for_redis(connection: Redis, url: str, seconds: float) -> None:
         except RedisError:
             if time.monotonic() >= deadline:
                 raise
-            log.info("waiting for Redis at %s", url)
+            log.info("waiting for Redis at %s", redacted(url))
             time.sleep(1)
 
 

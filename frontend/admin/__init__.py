@@ -32,4 +32,12 @@ def logout_form():
 
 
 # Imported for their routes, once `bp` exists for them to register on.
-from frontend.admin import api, auth, models, records, review_queue, stats  # noqa: E402, F401
+from frontend.admin import (  # noqa: E402, F401
+    api,
+    auth,
+    models,
+    records,
+    review_queue,
+    sessions,
+    stats,
+)

@@ -1,5 +1,5 @@
-"""The back office's JSON actions under /admin/api/: reviews, training runs and
-hand promotion, for the admin pages' scripts and for programs.
+"""The back office's JSON actions under /admin/api/: reviews, deletions, training
+runs and hand promotion, for the admin pages' scripts and for programs.
 
 Programs authenticate with `Authorization: Bearer <token>` (frontend/tokens.py,
 `flask create-token NAME`) and need no CSRF token; the pages' scripts use the
@@ -14,7 +14,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, g, jsonify, request, url_for
 from flask_login import current_user
 
-from core import model_files
+from core import deletion, model_files
 from core.contract import version_folders
 from frontend import review, runs
 from frontend.admin import bp
@@ -51,6 +51,26 @@ def review_prediction(prediction_id: str):
     if row is None:
         abort(404, f"no record {prediction_id}")
     return jsonify(record_json(row, uncertain_below=svc.settings.uncertain_below))
+
+
+@api.delete("/predictions/<prediction_id>")
+def delete_prediction(prediction_id: str):
+    """The record and, unless another record shares them, its image and thumbnail."""
+    done = deletion.delete_predictions(services(), [prediction_id], visitor=deletion.ANYONE,
+                                       reason=deletion.by_admin(current_user.username))
+    if not done.records:
+        abort(404, f"no record {prediction_id}")
+    return jsonify(id=prediction_id, deleted=done.as_dict())
+
+
+@api.delete("/batches/<batch_id>")
+def delete_batch(batch_id: str):
+    """The batch and every record of it."""
+    done = deletion.delete_batch(services(), batch_id, visitor=deletion.ANYONE,
+                                 reason=deletion.by_admin(current_user.username))
+    if done is None:
+        abort(404, f"no batch {batch_id}")
+    return jsonify(id=batch_id, deleted=done.as_dict())
 
 
 @api.get("/review-queue")

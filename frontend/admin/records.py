@@ -1,5 +1,6 @@
 """The records: the filtered list (as a page, CSV and JSON), one record, its
-review, queuing failed ones again, and the reviewed images as a dataset."""
+review, queuing failed ones again, deleting a record or a whole batch, and the
+reviewed images as a dataset."""
 
 from __future__ import annotations
 
@@ -18,13 +19,14 @@ from flask import (
 )
 from flask_login import current_user
 
+from core import deletion
 from core.db import Prediction
 from core.lifecycle.requeue import retry_failed as requeue_failed
 from core.lifecycle.status import Status
 from frontend import dataset, queries
 from frontend.admin import bp
 from frontend.downloads import csv_attachment
-from frontend.forms import RetryForm, ReviewForm
+from frontend.forms import DeleteForm, RetryForm, ReviewForm
 from frontend.predictions import csv_cell, record_json
 from frontend.services import services
 
@@ -70,7 +72,8 @@ def record(prediction_id: str):
     p = _record(prediction_id)
     form = ReviewForm(verdict=("right" if p.correct else "wrong") if p.correct is not None
                       else None, true_label=p.true_label)
-    return render_template("admin/record.html", p=p, form=form, retry_form=RetryForm())
+    return render_template("admin/record.html", p=p, form=form, retry_form=RetryForm(),
+                           delete_form=DeleteForm())
 
 
 @bp.post("/records/<prediction_id>/review")
@@ -80,8 +83,8 @@ def review(prediction_id: str):
     if p.label is None:
         abort(409, "only finished predictions with a label can be reviewed")
     if not form.validate_on_submit():
-        return render_template("admin/record.html", p=p, form=form,
-                               retry_form=RetryForm()), 400
+        return render_template("admin/record.html", p=p, form=form, retry_form=RetryForm(),
+                               delete_form=DeleteForm()), 400
     with services().db.session() as db:
         row = queries.save_review(db, prediction_id, right=form.verdict.data == "right",
                                   true_label=form.true_label.data,
@@ -114,6 +117,32 @@ def retry_failed():
     count = requeue_failed(services(), ids) if ids else 0  # it waits for the sweep's lock
     flash(f"{count} failed record{'s' if count != 1 else ''} queued again")
     return redirect(url_for("admin.records", **flt.query_args()), 303)
+
+
+@bp.post("/records/<prediction_id>/delete")
+def delete_record(prediction_id: str):
+    """The record, its image and thumbnail (unless another record shares them);
+    a run that learnt from the photo gets it noted in its manifest."""
+    if not DeleteForm().validate_on_submit():
+        abort(400, "the delete form expired; reload the page")
+    done = deletion.delete_predictions(services(), [prediction_id], visitor=deletion.ANYONE,
+                                       reason=deletion.by_admin(current_user.username))
+    if not done.records:
+        abort(404, f"no record {prediction_id}")
+    flash(f"deleted record {prediction_id}")
+    return redirect(url_for("admin.records"), 303)
+
+
+@bp.post("/batches/<batch_id>/delete")
+def delete_batch(batch_id: str):
+    if not DeleteForm().validate_on_submit():
+        abort(400, "the delete form expired; reload the page")
+    done = deletion.delete_batch(services(), batch_id, visitor=deletion.ANYONE,
+                                 reason=deletion.by_admin(current_user.username))
+    if done is None:
+        abort(404, f"no batch {batch_id}")
+    flash(f"deleted batch {batch_id}: {done.records} record{'s' if done.records != 1 else ''}")
+    return redirect(url_for("admin.records"), 303)
 
 
 @bp.get("/review/export.zip")
