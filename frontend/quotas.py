@@ -7,8 +7,8 @@ unknown or revoked is refused, never counted as its address. An address may
 make UPLOAD_REQUESTS_PER_MINUTE upload requests and send ANON_IMAGES_PER_MINUTE
 and ANON_IMAGES_PER_HOUR images; a key sends its own images per hour and per
 day. Images are counted when the request arrives, before anything is stored:
-every file sent is one, a .zip as many entries as its end record declares (a
-request never more than a full batch), so a batch of 500 costs 500.
+every file sent is one, a .zip as many as the entries it lists (a request never
+more than a full batch), so a batch of 500 costs 500.
 Flask-Limiter keeps the counts in Redis (in each process's memory while Redis
 is down) in sliding windows, which a refused request does not fill.
 
@@ -26,7 +26,6 @@ in those reads to Flask-Limiter as its storage failing.
 from __future__ import annotations
 
 import math
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -37,14 +36,12 @@ from flask_limiter import RateLimitExceeded
 from flask_limiter.util import get_remote_address
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from frontend import api_keys
+from frontend import api_keys, archives
 from frontend.errors import error_response
 from frontend.extensions import limiter
 from frontend.services import limits, services
-from frontend.uploads import Limits
+from frontend.uploads import Limits, mb
 
-#: Form parts a request may hold beside its files (the CSRF token, a name...).
-FORM_FIELDS = 16
 #: What a refusal says was spent, by the limit's scope.
 SPENT = {
     "upload-requests": "too many uploads from this address: at most {amount} per {window}",
@@ -100,18 +97,23 @@ def _identify():
         if (request.content_length or 0) > anonymous.archive_bytes:
             return _too_big(anonymous, settings.max_request_bytes, full.batch_images)
         request.max_content_length = anonymous.archive_bytes
-        request.max_form_parts = min(request.max_form_parts or math.inf,
-                                     anonymous.batch_images + FORM_FIELDS)
+        if request.max_form_parts is not None:  # as many fewer parts as fewer files
+            request.max_form_parts -= full.batch_images - anonymous.batch_images
         try:
             request.files  # read now, within these limits  # noqa: B018
         except RequestEntityTooLarge:
+            if request.content_length is not None:  # within its size: too many parts
+                return _refusal(f"the form has more than {request.max_form_parts:,} parts "
+                                f"(files and fields)" + _key_hint(
+                                    f"{full.batch_images:,} files",
+                                    full.batch_images > anonymous.batch_images), 413)
             return _too_big(anonymous, settings.max_request_bytes, full.batch_images)
         g.upload_limits = anonymous
     most = limits().batch_images
     loose, archived = _files_sent(most)
     if loose > most:
-        return _refusal(f"{loose} files; a batch holds at most {most}"
-                        + _key_hint(f"{full.batch_images} images", full.batch_images > most),
+        return _refusal(f"{loose:,} files; a batch holds at most {most:,}"
+                        + _key_hint(f"{full.batch_images:,} images", full.batch_images > most),
                         413)
     # No request holds more than `most` images (the route refuses more), so none
     # costs more, whatever its archives declare.
@@ -134,26 +136,14 @@ def _files_sent(cap: int) -> tuple[int, int]:
 
 
 def _declared_entries(stream: IO[bytes], cap: int) -> int:
-    """The entries a .zip's end record (or its Zip64 record) declares, read from its
-    last 64 KiB without parsing the directory; an empty part none, and a file with
-    no end record one (it is refused as no archive later)."""
-    size = _size(stream)
-    if not size:
-        return 0
-    stream.seek(max(0, size - 22 - 0xFFFF - 20))  # record, longest comment, Zip64 locator
-    tail = stream.read()
+    """The entries an archive lists (frontend/archives.py reads them without parsing
+    its directory), at most `cap`; an empty part none, and a file that is no .zip
+    one (the route refuses it)."""
+    data = stream.read()
     stream.seek(0)
-    at = tail.rfind(b"PK\x05\x06")
-    if at < 0 or len(tail) < at + 22:
-        return 1
-    entries = struct.unpack_from("<H", tail, at + 10)[0]
-    if entries == 0xFFFF and at >= 20 and tail[at - 20:at - 16] == b"PK\x06\x07":
-        stream.seek(struct.unpack_from("<Q", tail, at - 12)[0])
-        record = stream.read(40)
-        stream.seek(0)
-        if len(record) == 40 and record[:4] == b"PK\x06\x06":
-            entries = struct.unpack_from("<Q", record, 32)[0]
-    return min(max(entries, 1), cap)
+    if not data:
+        return 0
+    return min(archives.listed_entries(data) or 1, cap)
 
 
 def _size(stream: IO[bytes]) -> int:
@@ -213,8 +203,9 @@ def _too_many(exc: RateLimitExceeded):
 def _too_big(anonymous: Limits, full_bytes: int, full_images: int):
     larger = full_bytes > anonymous.archive_bytes or full_images > anonymous.batch_images
     return _refusal(f"an upload without an API key is limited to "
-                    f"{_mb(anonymous.archive_bytes)} and {anonymous.batch_images} files a "
-                    f"request" + _key_hint(f"{_mb(full_bytes)} and {full_images} files", larger),
+                    f"{mb(anonymous.archive_bytes)} and {anonymous.batch_images:,} files a "
+                    f"request" + _key_hint(f"{mb(full_bytes)} and {full_images:,} files",
+                                           larger),
                     413)
 
 
@@ -232,7 +223,3 @@ def _refusal(message: str, status: int, headers: dict[str, str] | None = None):
         return jsonify(error=message), status, headers or {}
     return (render_template("index.html", limits=limits(), error=message), status,
             headers or {})
-
-
-def _mb(size: int) -> str:
-    return f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 1024:.0f} KB"

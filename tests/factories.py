@@ -343,17 +343,6 @@ def add_reviewed_shapes(db: Database, store: ImageStore, truths: dict[str, int],
 
 
 # quotas and queues (issue 13)
-def add_batch(db: Database, **fields) -> str:
-    """A Batch written straight to the database (of no records until some name it:
-    add_prediction(..., batch_id=...)). Returns its id."""
-    from core.db import Batch, new_id
-
-    values = {"id": new_id(), "source": "api", "total": 0, "rejected": []} | fields
-    with db.session() as opened:
-        opened.add(Batch(**values))
-    return values["id"]
-
-
 def add_api_key(db: Database, name: str = "program", *, per_hour: int = 1000,
                 per_day: int = 10_000) -> str:
     """A live API key made as create-api-key makes one; returns the key itself."""

@@ -95,7 +95,7 @@ def queued(redis: Redis, name: str) -> list[str]:
 
 def test_the_sweep_puts_a_lost_batch_job_on_the_batch_queue_and_a_single_on_the_singles(
         db, store, env):
-    batch = add_batch(db, total=1)
+    batch, _ = add_batch(db, store, [0])  # and one record done already
     in_batch = add_prediction(db, store, 1, status=Status.QUEUED, label=None,
                               batch_id=batch, source="batch", job_id="predict-lost-1")
     alone = add_prediction(db, store, 2, status=Status.QUEUED, label=None,
@@ -119,7 +119,7 @@ def test_the_sweep_puts_a_lost_batch_job_on_the_batch_queue_and_a_single_on_the_
 
 def test_an_admin_retry_puts_each_failed_record_back_on_its_own_queue(
         admin_client, db, store, env):
-    batch = add_batch(db, total=2)
+    batch, _ = add_batch(db, store, [0])  # and one record done already
     in_batch = [add_prediction(db, store, seed, status=Status.FAILED, label=None,
                                batch_id=batch, source="batch", error="lost")
                 for seed in (1, 2)]

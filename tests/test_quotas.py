@@ -21,7 +21,7 @@ from tests.web_fixtures import csrf_token
 
 QUOTAS = {"UPLOAD_REQUESTS_PER_MINUTE": "50", "ANON_IMAGES_PER_MINUTE": "5",
           "ANON_IMAGES_PER_HOUR": "100", "ANON_MAX_BATCH_IMAGES": "5",
-          "ANON_MAX_REQUEST_BYTES": "40000", "MAX_BATCH_IMAGES": "20",
+          "ANON_MAX_REQUEST_BYTES": "104858", "MAX_BATCH_IMAGES": "20",
           "MAX_REQUEST_BYTES": "2000000"}
 ALERT = re.compile(r'<p class="error" role="alert" id="upload-error">(.*?)</p>', re.S)
 A, B = "203.0.113.7", "198.51.100.9"
@@ -149,12 +149,12 @@ def test_an_anonymous_request_over_the_per_request_limits_gets_413_with_the_reas
     assert "6 files; a batch holds at most 5" in message(too_many)
     zipped = send(client, route, 3, archive=3, address=B)
     assert zipped.status_code == 413 and "6 files" in message(zipped)
-    form = {"images": [part(b"\xff\xd8" + bytes(50_000), "big.jpg")]}
+    form = {"images": [part(b"\xff\xd8" + bytes(150_000), "big.jpg")]}
     if route == "page-batch":
         form["csrf_token"] = csrf_token(client, "/")
     big = client.post("/api/batches" if route == "api-batch" else "/upload", data=form)
     assert big.status_code == 413
-    assert "an upload without an API key is limited to 39 KB and 5 files" in message(big)
+    assert "an upload without an API key is limited to 0.1 MB and 5 files" in message(big)
     hint = "with an API key (X-API-Key)" if route == "api-batch" else "programs with an API key"
     assert all(hint in message(r) for r in (too_many, big))
     assert records(app) == 0
@@ -166,9 +166,9 @@ def test_an_api_key_gets_the_full_per_request_limits(client, db, app):
     assert batch.status_code == 202, batch.json
     assert batch.json["total"] == 12
     big = client.post("/api/predictions", headers={"X-API-Key": key},
-                      data={"image": part(image_bytes(7, "PNG", (200, 200)) + bytes(45_000),
+                      data={"image": part(image_bytes(7, "PNG", (200, 200)) + bytes(150_000),
                                           "big.png")})
-    assert big.status_code == 202, big.json  # 45 KB: over the anonymous 40,000 bytes
+    assert big.status_code == 202, big.json  # over the anonymous 0.1 MB
     over = send(client, "api-batch", 21, key=key)
     assert over.status_code == 413 and over.json["error"] == "21 files; a batch holds at most 20"
 
