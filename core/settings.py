@@ -141,7 +141,7 @@ class Settings:
     max_image_pixels: int
     #: Images one batch may hold.
     max_batch_images: int
-    #: The RQ queue the site fills and the workers empty.
+    #: The RQ queue of single uploads (page and API); batches have BATCH_QUEUE_NAME's.
     queue_name: str
     #: Retries of a failed job: Serving down or overloaded, or an unexpected error.
     job_retries: int
@@ -188,6 +188,26 @@ class Settings:
     retention_keep_reviewed: bool
     #: Seconds between two purges (one worker purges at a time, under a Redis lock).
     retention_interval: int
+    # --- quotas and queues (issue 13): what one caller may upload (frontend/quotas.py)
+    # and the order workers take jobs in (core/lifecycle). Uploads are POST /upload,
+    # /api/predictions and /api/batches; a caller is an address, or an API key
+    # (X-API-Key, made with `flask create-api-key`) which has quotas of its own.
+    #: Upload requests one address may make a minute, whatever they carry (60).
+    upload_requests_per_minute: int
+    #: Images one address may send without an API key, a batch costing its image
+    #: count: 200 a minute and 1,000 an hour.
+    anon_images_per_minute: int
+    anon_images_per_hour: int
+    #: One request's largest batch and body without an API key: 200 images and
+    #: 50 MB (MAX_BATCH_IMAGES and MAX_REQUEST_BYTES with one, if those are smaller).
+    anon_max_batch_images: int
+    anon_max_request_bytes: int
+    #: A new API key's quotas unless create-api-key says otherwise: 10,000 images
+    #: an hour, 100,000 a day.
+    api_key_images_per_hour: int
+    api_key_images_per_day: int
+    #: The RQ queue of batch chunks; workers take QUEUE_NAME's single uploads first.
+    batch_queue_name: str
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -233,6 +253,15 @@ class Settings:
             retention_days=_int("RETENTION_DAYS", 30, minimum=0),
             retention_keep_reviewed=_bool("RETENTION_KEEP_REVIEWED", True),
             retention_interval=_int("RETENTION_INTERVAL", 3600),
+            # quotas and queues (issue 13)
+            upload_requests_per_minute=_int("UPLOAD_REQUESTS_PER_MINUTE", 60),
+            anon_images_per_minute=_int("ANON_IMAGES_PER_MINUTE", 200),
+            anon_images_per_hour=_int("ANON_IMAGES_PER_HOUR", 1000),
+            anon_max_batch_images=_int("ANON_MAX_BATCH_IMAGES", 200),
+            anon_max_request_bytes=_int("ANON_MAX_REQUEST_BYTES", 50 * 2**20),
+            api_key_images_per_hour=_int("API_KEY_IMAGES_PER_HOUR", 10_000),
+            api_key_images_per_day=_int("API_KEY_IMAGES_PER_DAY", 100_000),
+            batch_queue_name=os.environ.get("BATCH_QUEUE_NAME") or "predictions-batch",
         )
         settings.check()
         return settings
@@ -254,6 +283,9 @@ class Settings:
                 f"SECRET_KEY is too predictable for APP_ENV=production (about {bits:.0f} bits "
                 f"of randomness, {MIN_SECRET_BITS} needed: no repeated characters, words or "
                 f"runs); make one with {MAKE_SECRET}")
+        if self.batch_queue_name == self.queue_name:  # quotas and queues (issue 13)
+            raise SettingsError("BATCH_QUEUE_NAME must differ from QUEUE_NAME: single uploads "
+                                "wait behind no batch only on a queue of their own")
 
     def check_site_host(self, host: str) -> None:
         """Refuses to serve the site on `host` with the development key, unless only

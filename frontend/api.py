@@ -13,7 +13,7 @@ from flask_login import current_user
 
 from core.db import Source
 from core.serving_client import ServingRequestError
-from frontend import predictions
+from frontend import predictions, quotas
 from frontend.downloads import attachment, csv_attachment
 from frontend.openapi import document
 from frontend.services import limits, services
@@ -29,6 +29,7 @@ CSV_COLUMNS = ["id", "filename", "status", "label", "confidence", "model_version
 
 
 @bp.post("/predictions")
+@quotas.upload_route
 def create_prediction():
     upload = request.files.get("image")
     if upload is None:
@@ -53,6 +54,7 @@ def read_prediction(prediction_id: str):
 
 
 @bp.post("/batches")
+@quotas.upload_route
 def create_batch():
     """Images from 'images' fields and from a .zip in 'archive', as the page takes them."""
     sent = sent_files(request.files)

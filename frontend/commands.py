@@ -1,4 +1,5 @@
-"""`flask --app frontend ...` commands: migrations, administrators and their API tokens.
+"""`flask --app frontend ...` commands: migrations, administrators and their API tokens,
+programs' API keys.
 
 Alembic is imported inside the db commands: the site itself never needs it,
 and it would add a quarter of a second to every start."""
@@ -13,7 +14,7 @@ from werkzeug.security import generate_password_hash
 
 from core.db import User
 from core.settings import get_settings
-from frontend import tokens
+from frontend import api_keys, tokens
 from frontend.admin import auth
 from frontend.forms import MIN_PASSWORD
 from frontend.services import services
@@ -109,7 +110,41 @@ def create_token(username: str, revoke: bool) -> None:
         click.echo(token)
 
 
+@click.command("create-api-key")
+@with_appcontext
+@click.argument("name")
+@click.option("--per-hour", type=click.IntRange(min=1),
+              help="images an hour (default: API_KEY_IMAGES_PER_HOUR, 10,000)")
+@click.option("--per-day", type=click.IntRange(min=1),
+              help="images a day (default: API_KEY_IMAGES_PER_DAY, 100,000)")
+@click.option("--revoke", is_flag=True, help="revoke the key of this name instead")
+def create_api_key(name: str, per_hour: int | None, per_day: int | None, revoke: bool) -> None:
+    """Print a new key for a program (X-API-Key: ... to /api) on the last line; it has
+    quotas of its own instead of its address's, and the full per-request limits."""
+    settings = get_settings()  # the command's own environment, not the app's at its making
+    try:
+        with services().db.session() as db:
+            if revoke:
+                revoked = api_keys.revoke(db, name)
+            else:
+                key = api_keys.create(
+                    db, name, images_per_hour=per_hour or settings.api_key_images_per_hour,
+                    images_per_day=per_day or settings.api_key_images_per_day)
+    except api_keys.ApiKeyError as exc:
+        raise click.UsageError(str(exc)) from None
+    if revoke:
+        if not revoked:
+            raise click.UsageError(f"there is no live key named {name!r}")
+        click.echo(f"API key {name} revoked")
+    else:
+        click.echo(f"a new API key {name}, for {per_hour or settings.api_key_images_per_hour} "
+                   f"images an hour and {per_day or settings.api_key_images_per_day} a day "
+                   "(shown once; only its hash is kept):")
+        click.echo(key)
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(db_cli)
     app.cli.add_command(create_admin)
     app.cli.add_command(create_token)
+    app.cli.add_command(create_api_key)

@@ -12,7 +12,9 @@ from core.db import User
 
 csrf = CSRFProtect()
 login_manager = LoginManager()
-limiter = Limiter(key_func=get_remote_address)
+#: Sliding windows: a refused request fills none, so an upload over the quota
+#: costs nothing and the next smaller one may still pass (frontend/quotas.py).
+limiter = Limiter(key_func=get_remote_address, strategy="sliding-window-counter")
 
 
 class Admin(UserMixin):
@@ -30,6 +32,8 @@ class Admin(UserMixin):
 
 
 def init_app(app: Flask) -> None:
+    from frontend import quotas
+    quotas.init_app(app)  # first: its hook bounds the body that the CSRF check reads
     csrf.init_app(app)
     limiter.init_app(app)
     login_manager.init_app(app)

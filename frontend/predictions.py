@@ -94,7 +94,7 @@ def submit_batch(svc: Connections, limits: Limits, *,
             session.flush()  # the batch row before its predictions reference it
             session.add_all(predictions)
     for chunk in chunks:
-        if not _enqueue(svc, chunk):
+        if not _enqueue(svc, chunk, batch.id):
             break  # Redis is down: the sweep enqueues the rest
     return batch
 
@@ -156,9 +156,11 @@ def _record(put: Callable[[CheckedImage], str], image: CheckedImage, *, source: 
     return prediction
 
 
-def _enqueue(svc: Connections, ids: Sequence[str]) -> bool:
+def _enqueue(svc: Connections, ids: Sequence[str], batch_id: str | None = None) -> bool:
+    """One job on its queue: a batch's chunks on the batch queue, behind which no
+    single upload waits (core/lifecycle/connections.py)."""
     try:
-        jobs.enqueue(svc.queue, svc.settings, ids)
+        jobs.enqueue(svc.queue_for(batch_id), svc.settings, ids)
         return True
     except RedisError as exc:
         log.warning("Redis is unreachable (%s); %d record(s) wait for the sweep", exc, len(ids))

@@ -29,7 +29,7 @@ from sqlalchemy import text
 
 from core import deletion, uncertainty
 from core.db import Source
-from frontend import predictions
+from frontend import predictions, quotas
 from frontend.forms import DeleteForm
 from frontend.services import limits, services
 from frontend.thumbnails import thumbnail
@@ -55,6 +55,7 @@ def index():
 
 
 @bp.post("/upload")
+@quotas.upload_route
 def upload():
     svc = services()
     sent = sent_files(request.files)

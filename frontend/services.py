@@ -1,9 +1,10 @@
 """What the site's requests share: the app's connections (core/lifecycle) and the
-upload limits its settings set."""
+upload limits its settings set (smaller for a request without an API key:
+frontend/quotas.py)."""
 
 from __future__ import annotations
 
-from flask import current_app
+from flask import current_app, g
 
 from core.lifecycle.connections import Connections
 from frontend.uploads import Limits
@@ -14,7 +15,8 @@ def services() -> Connections:
 
 
 def limits() -> Limits:
-    return current_app.extensions["upload_limits"]
+    """This request's upload limits."""
+    return g.get("upload_limits") or current_app.extensions["upload_limits"]
 
 
 def init_app(app, settings) -> None:

@@ -342,6 +342,16 @@ def add_reviewed_shapes(db: Database, store: ImageStore, truths: dict[str, int],
     return ids
 
 
+# quotas and queues (issue 13)
+def add_api_key(db: Database, name: str = "program", *, per_hour: int = 1000,
+                per_day: int = 10_000) -> str:
+    """A live API key made as create-api-key makes one; returns the key itself."""
+    from frontend import api_keys
+
+    with db.session() as opened:
+        return api_keys.create(opened, name, images_per_hour=per_hour, images_per_day=per_day)
+
+
 def add_training_run(db: Database, **fields) -> str:
     """A TrainingRun written straight to the database: queued and active unless
     `fields` say otherwise (a finished status is stored inactive). Returns its id."""

@@ -248,7 +248,8 @@ class Site:
         batches = {k: (v[0], v[1], v[2], repr(v[3])) for k, v in self.batches().items()}
         return Snapshot(frozenset(self.rows().values()), frozenset(batches.values()),
                         tuple(sorted(self.files().items())),
-                        frozenset(self.services.queue.job_ids))
+                        frozenset(job for queue in self.services.queues
+                                  for job in queue.job_ids))
 
     # the one good upload made first
     def make_seed(self) -> Seed:

@@ -46,6 +46,7 @@ KINDS = sorted(SHAPES)
 JOB_TIMEOUT = 5
 CHUNK_SIZE = 8
 QUEUE = "predictions"
+BATCH_QUEUE = "predictions-batch"  # the drills' batches run from here
 #: RQ's own margin on a job's execution entry (SimpleWorker.get_heartbeat_ttl).
 RQ_MARGIN = 60
 
@@ -217,7 +218,7 @@ def freeze_mid_job(process: subprocess.Popen, name: str, redis_url: str, records
     is running a job whose records are not written yet, so the fault lands
     mid-job; returns that job's id."""
     connection = Redis.from_url(redis_url)
-    registry = StartedJobRegistry(QUEUE, connection=connection)
+    registry = StartedJobRegistry(BATCH_QUEUE, connection=connection)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:

@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from core.db import Prediction
 from core.lifecycle import jobs
-from core.lifecycle.connections import queue as rq_queue
+from core.lifecycle.connections import queues as rq_queues
 from core.settings import ROOT
 from tests.factories import (
     SHAPES,
@@ -124,7 +124,7 @@ def test_a_job_that_runs_twice_writes_one_result(client, serving, env, redis_url
     created = upload(client, photo_bytes("triangle", 5))
     run_worker()
     first = record(env, created["id"])
-    queue = rq_queue(_settings(), Redis.from_url(redis_url))
+    queue = rq_queues(_settings(), Redis.from_url(redis_url))[0]  # the singles'
     queue.enqueue(jobs.TASK, [created["id"]], job_id="predict-again")  # as a retry would
     run_worker()
     again = record(env, created["id"])

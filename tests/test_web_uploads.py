@@ -387,7 +387,7 @@ def test_a_batch_of_several_images_is_accepted_with_its_total(client, app, env):
     assert sorted(p.filename for p in records) == ["circle.jpg", "square.jpg", "triangle.jpg"]
     assert {(p.batch_id, p.status, p.source) for p in records} == {(batch.id, "queued", "batch")}
     assert all(p.job_id for p in records)
-    assert {p.job_id for p in records} <= set(services(app).queue.job_ids)
+    assert {p.job_id for p in records} <= set(services(app).batch_queue.job_ids)
     assert len(stored_files(env)) == 3
 
 
@@ -747,8 +747,8 @@ def test_a_zip_listing_200000_entries_is_refused_with_413_before_zipfile_reads_t
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert_json_error(response, 413,
-                      "many.zip lists 200,000 entries; a batch holds at most 2,000 files")
+    assert_json_error(response, 413,  # an anonymous batch's limit: ANON_MAX_BATCH_IMAGES
+                      "many.zip lists 200,000 entries; a batch holds at most 200 files")
     assert peak < 3 * len(archive), f"{peak / 2**20:.0f} MB: was the directory parsed?"
     assert_nothing_stored(app, env)
 
@@ -775,8 +775,12 @@ def test_a_zip_ended_by_zip64_records_is_read_like_any_other(client, app, env):
 
 @pytest.fixture
 def batches_of_1000(request, env, monkeypatch) -> int:
-    """A batch limit over werkzeug's default of 1,000 form parts; request it before `app`."""
-    monkeypatch.setenv("MAX_BATCH_IMAGES", "1000")
+    """A batch limit over werkzeug's default of 1,000 form parts; request it before `app`.
+    The anonymous limits and quotas as large (the page's uploads are anonymous)."""
+    for name in ("MAX_BATCH_IMAGES", "ANON_MAX_BATCH_IMAGES"):
+        monkeypatch.setenv(name, "1000")
+    for name in ("ANON_IMAGES_PER_MINUTE", "ANON_IMAGES_PER_HOUR"):
+        monkeypatch.setenv(name, "5000")
     assert services(request.getfixturevalue("app")).settings.max_batch_images == 1000
     return 1000
 

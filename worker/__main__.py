@@ -1,7 +1,9 @@
-"""`python -m worker`: an RQ worker on the predictions queue, sweeping lost records.
+"""`python -m worker`: an RQ worker on the prediction queues, sweeping lost records.
+
+Single uploads are taken before batch chunks (core/lifecycle/connections.py).
 
     python -m worker              work until stopped (SIGTERM finishes the current job)
-    python -m worker --burst      work until the queue is empty, then exit
+    python -m worker --burst      work until the queues are empty, then exit
     python -m worker sweep        enqueue lost records once, then exit
     python -m worker purge        delete the uploads past RETENTION_DAYS once, then exit
                                   (--dry-run: only count them)
@@ -25,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__.split("\n")[0])
     parser.add_argument("command", nargs="?", choices=["work", "sweep", "purge"], default="work")
     parser.add_argument("--burst", action="store_true",
-                        help="exit once the queue is empty (retries scheduled for later and "
+                        help="exit once the queues are empty (retries scheduled for later and "
                              "the sweeper are left to a long-running worker)")
     parser.add_argument("--fork", action="store_true",
                         help="run each job in a forked process (RQ's default), isolating "

@@ -19,7 +19,7 @@ from datetime import timedelta
 import rq
 from redis import Redis, RedisError
 
-from core.lifecycle.connections import Connections, connect_redis, for_this_process, queue
+from core.lifecycle.connections import Connections, connect_redis, for_this_process, queues
 from core.settings import Settings, redacted
 from worker import retention
 from worker.sweeper import sweep
@@ -64,7 +64,8 @@ def connect(settings: Settings, wait: float) -> Redis:
 
 def work(settings: Settings, connection: Redis, *, burst: bool, fork: bool,
          name: str | None, sweep_interval: float) -> None:
-    """Works off the queue until stopped (or, with `burst`, until it is empty)."""
+    """Works off both queues, single uploads first, until stopped (or, with `burst`,
+    until they are empty)."""
     if not burst:
         start_sweeping(for_this_process(), sweep_interval)
         retention.start_purging(for_this_process())
@@ -72,7 +73,7 @@ def work(settings: Settings, connection: Redis, *, burst: bool, fork: bool,
     while True:
         worker = None
         try:  # the constructor talks to Redis too
-            worker = worker_class([queue(settings, connection)], connection=connection,
+            worker = worker_class(queues(settings, connection), connection=connection,
                                   name=name, maintenance_interval=MAINTENANCE_INTERVAL,
                                   worker_ttl=WORKER_TTL)
             worker.work(burst=burst, with_scheduler=True, logging_level="INFO")

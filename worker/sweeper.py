@@ -38,7 +38,8 @@ def _sweep(conns: Connections, grace: timedelta) -> dict[str, int]:
     # in this sweep, instead of at the next worker's maintenance. In this
     # thread RQ's default SIGALRM timeout cannot guard the job's failure
     # callback (signals work in the main thread only), hence the timer.
-    StartedJobRegistry(queue=conns.queue, death_penalty_class=TimerDeathPenalty).cleanup()
+    for queue in conns.queues:
+        StartedJobRegistry(queue=queue, death_penalty_class=TimerDeathPenalty).cleanup()
     counts = {"enqueued": 0, "failed": 0}
     with conns.db.session() as session:
         rows = session.execute(select(Prediction.id, Prediction.job_id, Prediction.attempts)
@@ -50,7 +51,7 @@ def _sweep(conns: Connections, grace: timedelta) -> dict[str, int]:
         waiting[job_id].append((prediction_id, attempts))
     budget = conns.settings.job_retries
     for job_id, records in waiting.items():
-        if job_id and jobs.alive(conns.queue, job_id):
+        if job_id and jobs.alive(conns.redis, job_id):
             continue
         spent = [pid for pid, attempts in records if attempts > budget]
         again = [pid for pid, attempts in records if attempts <= budget]

@@ -16,7 +16,8 @@ record twice.
 
     status       the statuses and which of them are finished
     jobs         job ids, chunks, enqueue, forget, whether a job is alive
-    connections  the database, image store, Redis, queue and Serving client
+    connections  the database, image store, Redis, the two queues (single
+                 uploads, served first, and batch chunks) and Serving client
                  of one process
     requeue      the sweep lock and the one guarded claim-and-requeue
 

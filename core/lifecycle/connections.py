@@ -1,4 +1,4 @@
-"""One process's connections: the database, the image store, Redis, the queue, Serving.
+"""One process's connections: the database, the image store, Redis, the queues, Serving.
 
 The site makes one per app and the workers one per process (again after a
 fork: RQ's --fork runs each job in a child). Redis fails fast by default: an
@@ -29,8 +29,13 @@ def connect_redis(settings: Settings, *, socket_timeout: float | None = REDIS_TI
                           socket_timeout=socket_timeout, health_check_interval=30)
 
 
-def queue(settings: Settings, connection: Redis) -> Queue:
-    return Queue(settings.queue_name, connection=connection)
+def queues(settings: Settings, connection: Redis) -> list[Queue]:
+    """The prediction queues in the order workers serve them: single uploads, then
+    batch chunks. RQ's worker takes a job from the first queue that holds one, so
+    a single upload waits only for the jobs already running, and a batch moves
+    on whenever no single upload waits."""
+    return [Queue(name, connection=connection)
+            for name in (settings.queue_name, settings.batch_queue_name)]
 
 
 @dataclass
@@ -46,8 +51,24 @@ class Connections:
                    store=ImageStore(settings.upload_dir), redis=connect_redis(settings))
 
     @cached_property
+    def queues(self) -> list[Queue]:
+        """Both prediction queues, in the order workers serve them."""
+        return queues(self.settings, self.redis)
+
+    @cached_property
     def queue(self) -> Queue:
-        return queue(self.settings, self.redis)
+        """Single uploads' queue."""
+        return self.queues[0]
+
+    @cached_property
+    def batch_queue(self) -> Queue:
+        """Batch chunks' queue."""
+        return self.queues[1]
+
+    def queue_for(self, batch_id: str | None) -> Queue:
+        """Where the job of a record goes: a batch's chunks on the batch queue, an
+        upload of its own (page or API) on the singles' queue."""
+        return self.batch_queue if batch_id else self.queue
 
     @cached_property
     def serving(self) -> ServingClient:

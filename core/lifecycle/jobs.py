@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import TypeVar
 
+from redis import Redis
 from rq import Callback, Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
@@ -63,14 +64,17 @@ def forget(queue: Queue, job_id: str) -> None:
             job.delete()
 
 
-def alive(queue: Queue, job_id: str) -> bool:
-    """Whether that job will still run: it exists and is queued, started or waiting."""
+def alive(connection: Redis, job_id: str) -> bool:
+    """Whether that job will still run: it exists and is queued, started or waiting.
+    A queued one is looked for in the queue it names (its origin), whichever of
+    the two that is."""
     try:
-        status = Job.fetch(job_id, connection=queue.connection).get_status()
+        job = Job.fetch(job_id, connection=connection)
+        status = job.get_status()
     except NoSuchJobError:
         return False
     if status == JobStatus.QUEUED:  # its hash may outlive its place in the queue
-        return job_id in queue.get_job_ids()
+        return job_id in Queue(job.origin, connection=connection).get_job_ids()
     return status in ALIVE
 
 

@@ -73,18 +73,21 @@ FRESH = {"error": None, "attempts": 0, "started_at": None, "finished_at": None}
 def requeue(conns: Connections, ids: Sequence[str], which, *, enqueue: bool = True,
             reset: dict[str, Any] | None = None) -> int:
     """Claims the records `which(chunk)` selects, a chunk of CHUNK_SIZE at a time,
-    points each chunk at one new job, and enqueues it; returns how many were
-    claimed. Call it holding the sweep lock. Redis down (or `enqueue=False`)
-    leaves the claimed records queued: the next sweep, finding no job for
-    them, enqueues them."""
+    points each chunk at one new job (two when it mixes batch records and single
+    uploads, which have queues of their own), and enqueues it on its record's
+    queue; returns how many were claimed. Call it holding the sweep lock. Redis
+    down (or `enqueue=False`) leaves the claimed records queued: the next sweep,
+    finding no job for them, enqueues them."""
     count = 0
     for chunk in jobs.chunks(list(ids), conns.settings.chunk_size):
-        claimed = claim(conns.db, chunk, which(chunk), reset or {})
-        count += len(claimed)
-        if claimed and enqueue:
+        for batch_id, claimed in claim(conns.db, chunk, which(chunk), reset or {}):
+            count += len(claimed)
+            if not enqueue:
+                continue
+            queue = conns.queue_for(batch_id)
             try:
-                jobs.forget(conns.queue, jobs.job_id(claimed))
-                jobs.enqueue(conns.queue, conns.settings, claimed)
+                jobs.forget(queue, jobs.job_id(claimed))
+                jobs.enqueue(queue, conns.settings, claimed)
             except RedisError as exc:
                 log.warning("Redis is unreachable (%s); the records claimed wait for the "
                             "next sweep", exc)
@@ -93,21 +96,25 @@ def requeue(conns: Connections, ids: Sequence[str], which, *, enqueue: bool = Tr
 
 
 def claim(db: Database, ids: list[str], where: tuple[ColumnElement[bool], ...],
-          reset: dict[str, Any]) -> list[str]:
-    """Queues the records `where` selects for the job of these ids; returns them in
-    the order given."""
+          reset: dict[str, Any]) -> list[tuple[str | None, list[str]]]:
+    """Queues the records `where` selects; returns them as the jobs they now wait
+    for: batch records apart from single uploads, each job as (a batch id of its
+    records, or None for single uploads; their ids in the order given)."""
     new_job_id = jobs.job_id(ids)
     with db.session() as session:
-        claimed = session.scalars(
+        rows = session.execute(
             update(Prediction).where(*where)
             .values(status=Status.QUEUED, job_id=new_job_id, **reset)
-            .returning(Prediction.id)).all()
+            .returning(Prediction.id, Prediction.batch_id)).all()
         order = {pid: i for i, pid in enumerate(ids)}
-        claimed = sorted(claimed, key=order.__getitem__)
-        if claimed and jobs.job_id(claimed) != new_job_id:  # the first was not claimed
-            session.execute(update(Prediction).where(Prediction.id.in_(claimed))
-                            .values(job_id=jobs.job_id(claimed)))
-    return claimed
+        groups: dict[bool, tuple[str | None, list[str]]] = {}
+        for pid, batch_id in sorted(rows, key=lambda row: order[row[0]]):
+            groups.setdefault(batch_id is not None, (batch_id, []))[1].append(pid)
+        for _, members in groups.values():
+            if jobs.job_id(members) != new_job_id:  # its first was not claimed, or is apart
+                session.execute(update(Prediction).where(Prediction.id.in_(members))
+                                .values(job_id=jobs.job_id(members)))
+    return list(groups.values())
 
 
 def retry_failed(conns: Connections, ids: Sequence[str]) -> int:

@@ -29,15 +29,16 @@ def api_stats():
 
 
 def _queue_state() -> dict:
-    queue = services().queue
+    """Both prediction queues together: single uploads' and batch chunks'."""
+    queues = services().queues
     try:
         return {
-            "queued": len(queue),
-            "running": StartedJobRegistry(queue=queue).count,
-            "scheduled": ScheduledJobRegistry(queue=queue).count,
-            "failed": FailedJobRegistry(queue=queue).count,
+            "queued": sum(len(q) for q in queues),
+            "running": sum(StartedJobRegistry(queue=q).count for q in queues),
+            "scheduled": sum(ScheduledJobRegistry(queue=q).count for q in queues),
+            "failed": sum(FailedJobRegistry(queue=q).count for q in queues),
             "workers": [{"name": w.name, "state": w.get_state(),
-                         "job": w.get_current_job_id()} for w in Worker.all(queue=queue)],
+                         "job": w.get_current_job_id()} for w in Worker.all(queue=queues[0])],
             "error": None,
         }
     except RedisError as exc:
