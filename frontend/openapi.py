@@ -68,9 +68,12 @@ def _upload(summary: str, fields: dict[str, Any], encoding: dict[str, str],
 def _read(summary: str, parameters: list[dict[str, Any]], ok: dict[str, Any],
           *errors: int) -> dict[str, Any]:
     # A NUL character in an id or a query parameter is refused with a 400 on
-    # every route, and a database that cannot be reached is a 503 (frontend/errors.py).
+    # every route, a database that cannot be reached is a 503 (frontend/errors.py),
+    # and an X-API-Key the site does not know is a 401 on every /api route
+    # (frontend/quotas.py).
     return {"get": {"summary": summary, "parameters": parameters,
-                    "responses": {"200": ok, **error_responses(400, *errors, 503)}}}
+                    "security": [{}, {"apiKey": []}],
+                    "responses": {"200": ok, **error_responses(400, 401, *errors, 503)}}}
 
 
 def _links(what: str) -> dict[str, Any]:
@@ -135,8 +138,9 @@ def document() -> dict[str, Any]:
                      "type": "array", "items": ref("schemas", "Prediction")}})]})}, 404),
             "/api/models": {"get": {
                 "summary": "The model versions Serving reports, with their states",
+                "security": [{}, {"apiKey": []}],
                 "responses": {"200": {"description": "Versions", **json_content("Models")},
-                              **error_responses(404, 503)},
+                              **error_responses(401, 404, 503)},
             }},
             **admin.paths(),
             "/api/openapi.json": {"get": {

@@ -52,18 +52,23 @@ from frontend import tokens
 from frontend.openapi import IMAGE_TYPES
 from tests.factories import (
     add_training_run,
+    gunicorn,
     image_bytes,
     noise_png,
     photo_bytes,
     png_claiming,
     zip_bytes,
 )
-from tests.test_browser import gunicorn
 
 #: Small limits, so no generated request can fill the disk or the memory: the
 #: factories' images are a few KB and 160x120.
 LIMITS = {"MAX_IMAGE_BYTES": str(48 * 1024), "MAX_REQUEST_BYTES": str(256 * 1024),
           "MAX_IMAGE_PIXELS": str(300 * 300), "MAX_BATCH_IMAGES": "6",
+          "ANON_MAX_BATCH_IMAGES": "6", "ANON_MAX_REQUEST_BYTES": str(256 * 1024),
+          # quotas high enough that uploads are fuzzed, not refused (tests/test_quotas.py
+          # attacks the quotas themselves)
+          "UPLOAD_REQUESTS_PER_MINUTE": "100000", "ANON_IMAGES_PER_MINUTE": "1000000",
+          "ANON_IMAGES_PER_HOUR": "1000000",
           "WEB_WORKERS": "1", "WEB_THREADS": "4"}
 #: not_a_server_error is the assertion in Fuzzer, which knows the one 5xx a run allows.
 CHECKS = [status_code_conformance, content_type_conformance,
