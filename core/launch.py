@@ -26,7 +26,8 @@ from urllib.parse import urlsplit
 from redis import Redis
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
-from core.settings import ROOT, Settings, SettingsError, get_settings, redacted
+from core.credentials import redacted
+from core.settings import ROOT, Settings, SettingsError, get_settings
 
 PROCFILE = ROOT / "Procfile"
 SERVING_CONFIGS = ROOT / "serving"

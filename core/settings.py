@@ -8,14 +8,11 @@ refuses to start on the development secret.
 
 from __future__ import annotations
 
-import ipaddress
-import math
 import os
-import zlib
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+
+from core import credentials
 
 #: The repository's root: relative defaults are resolved against it, not the
 #: caller's working directory, so the commands work from anywhere.
@@ -79,25 +76,6 @@ def _secret(name: str) -> str | None:
         return Path(path).read_text().strip() or None
     except OSError as exc:
         raise SettingsError(f"{name}_FILE={path!r} cannot be read: {exc.strerror}") from None
-
-
-def _with_password(url: str, password: str | None) -> str:
-    """`url` with `password` added (URL-quoted) when it has a host and no password of its own."""
-    parts = urlsplit(url)
-    if not password or not parts.hostname or parts.password is not None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(
-        netloc=f"{parts.username or ''}:{quote(password, safe='')}@{host}"))
-
-
-def redacted(url: str) -> str:
-    """`url` with its password replaced by ***, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user, _, host = parts.netloc.rpartition("@")
-    return urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}"))
 
 
 def _bool(name: str, default: bool) -> bool:
@@ -219,9 +197,10 @@ class Settings:
             model_base_path=_path("MODEL_BASE_PATH", "models"),
             model_name=os.environ.get("MODEL_NAME") or "classifier",
             serving_url=os.environ.get("SERVING_URL") or "http://127.0.0.1:8501",
-            redis_url=_with_password(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
-                                     _secret("REDIS_PASSWORD")),
-            database_url=_with_password(
+            redis_url=credentials.with_password(
+                os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
+                _secret("REDIS_PASSWORD")),
+            database_url=credentials.with_password(
                 os.environ.get("DATABASE_URL") or f"sqlite:///{var / 'app.db'}",
                 _secret("POSTGRES_PASSWORD")),
             upload_dir=_path("UPLOAD_DIR", str(var / "uploads")),
@@ -278,7 +257,7 @@ class Settings:
             raise SettingsError(
                 f"APP_ENV=production needs SECRET_KEY set to a random value of at least "
                 f"{MIN_SECRET_LENGTH} characters, e.g. {MAKE_SECRET}")
-        if self.production and (bits := secret_bits(self.secret_key)) < MIN_SECRET_BITS:
+        if self.production and (bits := credentials.secret_bits(self.secret_key)) < MIN_SECRET_BITS:
             raise SettingsError(
                 f"SECRET_KEY is too predictable for APP_ENV=production (about {bits:.0f} bits "
                 f"of randomness, {MIN_SECRET_BITS} needed: no repeated characters, words or "
@@ -293,7 +272,7 @@ class Settings:
         cookie with the published key and be an administrator. Only the site's
         start (gunicorn.conf.py) asks this; workers and the trainer share the
         environment but listen on nothing, so Settings.check leaves it out."""
-        if self.secret_key == DEV_SECRET_KEY and not loopback(host):
+        if self.secret_key == DEV_SECRET_KEY and not credentials.loopback(host):
             raise SettingsError(
                 f"the site would listen on {host or 'every address'} with the development "
                 f"SECRET_KEY, which anyone can read in core/settings.py; set SECRET_KEY "
@@ -314,41 +293,6 @@ class Settings:
         """Web and stock photos of 3 of the fruits: photos from elsewhere, never trained on
         by default."""
         return self.shared_dir / "datasets" / "webstock"
-
-
-# --- secrets and addresses (issue 13) ---------------------------------------------------------
-
-def secret_bits(secret: str) -> float:
-    """A cautious estimate of the randomness in `secret`, in bits: the least of two
-    guesses, each blind to what the other catches. The characters' Shannon entropy
-    times the length of its raw deflate stream (the symbols left once repeats are
-    taken out) catches a small alphabet ("a" x 32) and any repeated piece (a word
-    or a phrase repeated); the entropy of the steps between neighbouring
-    characters, times the length, catches runs ("abcdef...", "abab...").
-    secrets.token_urlsafe(48) scores about 340, token_hex(32) about 200."""
-    if not secret:
-        return 0.0
-    steps = [ord(b) - ord(a) for a, b in zip(secret, secret[1:], strict=False)]
-    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
-    deflated = compressor.compress(secret.encode()) + compressor.flush()
-    return min(len(deflated) * _shannon(secret), len(secret) * _shannon(steps))
-
-
-def _shannon(items) -> float:
-    counts = Counter(items)
-    total = sum(counts.values())
-    return -sum(n / total * math.log2(n / total) for n in counts.values()) if total else 0.0
-
-
-def loopback(host: str) -> bool:
-    """Only this machine can reach `host`: localhost, 127.0.0.0/8 or ::1."""
-    host = host.strip().strip("[]").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def get_settings() -> Settings:

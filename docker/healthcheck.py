@@ -50,7 +50,8 @@ def check_worker() -> bool:
     from redis import Redis, RedisError
     from rq import Worker
 
-    from core.settings import SettingsError, get_settings, redacted
+    from core.credentials import redacted
+    from core.settings import SettingsError, get_settings
 
     try:  # the worker's own settings: REDIS_URL with the password of REDIS_PASSWORD_FILE
         url = get_settings().redis_url

@@ -74,7 +74,7 @@ LIMITS = {"MAX_IMAGE_BYTES": str(48 * 1024), "MAX_REQUEST_BYTES": str(256 * 1024
 CHECKS = [status_code_conformance, content_type_conformance,
           response_schema_conformance, response_headers_conformance]
 #: Examples per operation and generation mode (valid, invalid), in each run.
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 #: The same examples every run, unless FUZZ_SEED asks for other ones (to explore).
 SEED = os.environ.get("FUZZ_SEED")
 

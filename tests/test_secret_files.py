@@ -13,8 +13,9 @@ import pytest
 from redis import AuthenticationError, Redis, ResponseError
 from sqlalchemy.engine import make_url
 
+from core.credentials import redacted
 from core.lifecycle.connections import connect_redis
-from core.settings import Settings, SettingsError, redacted
+from core.settings import Settings, SettingsError
 from tests.factories import free_port, stop, wait_until
 
 PASSWORD = "p@ss/w:rd?#%"  # every character a URL would misread

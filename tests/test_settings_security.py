@@ -11,15 +11,8 @@ import sys
 
 import pytest
 
-from core.settings import (
-    DEV_SECRET_KEY,
-    MIN_SECRET_BITS,
-    ROOT,
-    Settings,
-    SettingsError,
-    loopback,
-    secret_bits,
-)
+from core.credentials import loopback, secret_bits
+from core.settings import DEV_SECRET_KEY, MIN_SECRET_BITS, ROOT, Settings, SettingsError
 from tests.factories import free_port
 
 WEAK = {

@@ -18,8 +18,9 @@ import sys
 from redis import RedisError
 
 import worker.tasks  # noqa: F401  loaded once, not again in each forked job (--fork)
+from core.credentials import redacted
 from core.lifecycle.connections import Connections
-from core.settings import SettingsError, get_settings, redacted
+from core.settings import SettingsError, get_settings
 from worker import retention, runner
 
 

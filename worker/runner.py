@@ -19,8 +19,9 @@ from datetime import timedelta
 import rq
 from redis import Redis, RedisError
 
+from core.credentials import redacted
 from core.lifecycle.connections import Connections, connect_redis, for_this_process, queues
-from core.settings import Settings, redacted
+from core.settings import Settings
 from worker import retention
 from worker.sweeper import sweep
 
