@@ -9,7 +9,9 @@ stay in conftest.py and web_fixtures.py; they use these too.
 
 from __future__ import annotations
 
+import http.server
 import io
+import json
 import os
 import random
 import signal
@@ -17,6 +19,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import zipfile
@@ -557,3 +560,38 @@ def gunicorn(tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def stand_in_serving(predict: Callable[[], tuple[int, dict]]) -> Iterator[str]:
+    """A stand-in for Serving on a free loopback port, its URL: the model is
+    AVAILABLE at version 1, and each predict call is answered with what
+    `predict()` returns (status, JSON body), after it has held the call as long
+    as it likes. For the faults a real Serving does not make on cue: a predict
+    that hangs past the job's timeout, or one held while the test deletes its
+    records."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self._answer(200, {"model_version_status": [{"version": "1", "state": "AVAILABLE"}]})
+
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self._answer(*predict())
+
+        def _answer(self, status: int, body: dict) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()

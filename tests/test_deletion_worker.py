@@ -4,8 +4,6 @@ next upload is answered as usual."""
 
 from __future__ import annotations
 
-import http.server
-import json
 import threading
 
 import pytest
@@ -13,7 +11,7 @@ import pytest
 from core import deletion
 from core.lifecycle.connections import Connections
 from core.settings import get_settings
-from tests.factories import part, photo_bytes, stored_prediction, wait_until
+from tests.factories import part, photo_bytes, stand_in_serving, stored_prediction, wait_until
 
 
 @pytest.fixture
@@ -23,32 +21,15 @@ def held_serving(monkeypatch):
     release = threading.Event()
     asked = threading.Event()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self._answer(200, {"model_version_status": [{"version": "1", "state": "AVAILABLE"}]})
+    def predict():
+        asked.set()
+        release.wait(60)
+        return 400, {"error": "held and refused"}
 
-        def do_POST(self):
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            asked.set()
-            release.wait(60)
-            self._answer(400, {"error": "held and refused"})
-
-        def _answer(self, status, body):
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("SERVING_URL", f"http://127.0.0.1:{server.server_address[1]}")
-    yield asked, release
-    release.set()
-    server.shutdown()
+    with stand_in_serving(predict) as url:
+        monkeypatch.setenv("SERVING_URL", url)
+        yield asked, release
+        release.set()
 
 
 def test_deleting_running_and_queued_records_does_not_upset_the_worker(

@@ -4,12 +4,10 @@ and what happens when a part of that chain fails."""
 from __future__ import annotations
 
 import csv
-import http.server
 import io
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 
@@ -30,6 +28,7 @@ from tests.factories import (
     part,
     photo_bytes,
     session,
+    stand_in_serving,
     stored_prediction,
     wait_until,
 )
@@ -182,30 +181,13 @@ def test_a_record_whose_job_vanished_is_enqueued_again(client, serving, env, red
 def slow_serving(monkeypatch) -> Iterator[str]:
     """A Serving whose status is fine but whose predict hangs for 10 s."""
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self._answer({"model_version_status": [{"version": "1", "state": "AVAILABLE"}]})
+    def predict():
+        time.sleep(10)
+        return 200, {"error": "too late"}
 
-        def do_POST(self):
-            time.sleep(10)
-            self._answer({"error": "too late"})
-
-        def _answer(self, body):
-            data = json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    monkeypatch.setenv("SERVING_URL", url)
-    yield url
-    server.shutdown()
+    with stand_in_serving(predict) as url:
+        monkeypatch.setenv("SERVING_URL", url)
+        yield url
 
 
 def test_a_job_over_its_timeout_is_failed_with_a_reason(env, slow_serving, monkeypatch):
