@@ -157,7 +157,7 @@ class Settings:
     #: ADMIN_PASSWORD alone is create-admin's password, not asked for.
     admin_username: str | None
     admin_password: str | None = field(repr=False)
-    # --- retention (issue 13): how long uploads are kept (core/deletion.py, worker/retention.py)
+    # --- retention: how long uploads are kept (core/deletion.py, worker/retention.py)
     #: Days an upload (its record, image and thumbnail) is kept before the workers
     #: purge it; 0 keeps everything.
     retention_days: int
@@ -166,7 +166,7 @@ class Settings:
     retention_keep_reviewed: bool
     #: Seconds between two purges (one worker purges at a time, under a Redis lock).
     retention_interval: int
-    # --- quotas and queues (issue 13): what one caller may upload (frontend/quotas.py)
+    # --- quotas and queues: what one caller may upload (frontend/quotas.py)
     # and the order workers take jobs in (core/lifecycle). Uploads are POST /upload,
     # /api/predictions and /api/batches; a caller is an address, or an API key
     # (X-API-Key, made with `flask create-api-key`) which has quotas of its own.
@@ -232,7 +232,7 @@ class Settings:
             retention_days=_int("RETENTION_DAYS", 30, minimum=0),
             retention_keep_reviewed=_bool("RETENTION_KEEP_REVIEWED", True),
             retention_interval=_int("RETENTION_INTERVAL", 3600),
-            # quotas and queues (issue 13)
+            # quotas and queues
             upload_requests_per_minute=_int("UPLOAD_REQUESTS_PER_MINUTE", 60),
             anon_images_per_minute=_int("ANON_IMAGES_PER_MINUTE", 200),
             anon_images_per_hour=_int("ANON_IMAGES_PER_HOUR", 1000),
@@ -262,7 +262,7 @@ class Settings:
                 f"SECRET_KEY is too predictable for APP_ENV=production (about {bits:.0f} bits "
                 f"of randomness, {MIN_SECRET_BITS} needed: no repeated characters, words or "
                 f"runs); make one with {MAKE_SECRET}")
-        if self.batch_queue_name == self.queue_name:  # quotas and queues (issue 13)
+        if self.batch_queue_name == self.queue_name:  # quotas and queues
             raise SettingsError("BATCH_QUEUE_NAME must differ from QUEUE_NAME: single uploads "
                                 "wait behind no batch only on a queue of their own")
 

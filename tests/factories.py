@@ -150,7 +150,7 @@ def png_claiming(width: int, height: int) -> bytes:
     return png(width, height, zlib.compress(b"\x00" * 64))
 
 
-# --- animated images (issue 13: uploads) -----------------------------------------------------
+# --- animated images -----------------------------------------------------
 # Made by hand from one encoded frame repeated, so 100 frames of 2000x2000 take
 # milliseconds to make (Pillow's writers compare every frame with the last).
 
@@ -345,7 +345,7 @@ def add_reviewed_shapes(db: Database, store: ImageStore, truths: dict[str, int],
     return ids
 
 
-# quotas and queues (issue 13)
+# quotas and queues
 def add_api_key(db: Database, name: str = "program", *, per_hour: int = 1000,
                 per_day: int = 10_000) -> str:
     """A live API key made as create-api-key makes one; returns the key itself."""
@@ -391,7 +391,7 @@ def model_version_files(model: Path, version: int, *, where: str = "served",
     return folder
 
 
-# --- deletion and retention (issue 13) ---------------------------------------------------------
+# --- deletion and retention ---------------------------------------------------------
 
 def days_ago(days: float):
     """A naive UTC time `days` ago, as the database stores created_at."""
@@ -495,7 +495,7 @@ class Cancelled(Exception):
     pass
 
 
-# --- administrators and their sessions (issue 13) ---------------------------------------------
+# --- administrators and their sessions ---------------------------------------------
 
 def add_admin(db: Database, username: str, password: str) -> int:
     """An administrator written straight to the database, hashed with one PBKDF2

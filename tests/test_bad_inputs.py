@@ -1002,7 +1002,7 @@ ID_ROUTES = {
     "admin-review": ("POST", "/admin/records/{}/review", True),
     "admin-retry": ("POST", "/admin/records/{}/retry", True),
     "admin-report-file": ("GET", "/admin/models/1/{}", True),
-    # deletion (issue 13)
+    # deletion
     "delete-upload": ("POST", "/p/{}/delete", False),
     "delete-batch": ("POST", "/batches/{}/delete", False),
     "admin-delete-record": ("POST", "/admin/records/{}/delete", True),
@@ -1120,7 +1120,7 @@ WRONG_METHODS = [
     ("GET", "/admin/records/{seed}/review"), ("GET", "/admin/records/{seed}/retry"),
     ("DELETE", "/admin/records/{seed}"), ("POST", "/admin/api/records"),
     ("POST", "/admin/records.csv"), ("PUT", "/admin/records/retry-failed"),
-    # deletion (issue 13)
+    # deletion
     ("GET", "/p/{seed}/delete"), ("DELETE", "/p/{seed}"), ("GET", "/batches/{batch}/delete"),
     ("GET", "/admin/records/{seed}/delete"), ("GET", "/admin/batches/{batch}/delete"),
     ("PUT", "/admin/api/predictions/{seed}"), ("POST", "/admin/api/batches/{batch}"),
