@@ -524,7 +524,10 @@ def test_an_admin_reviews_photos_with_the_keyboard_only(
         chosen[record] = label
         if turn < len(ids) - 1:
             expect(reviewer).not_to_have_attribute("data-record", record)
-            page.wait_for_function("document.getElementById('review-photo').complete")
+            # Polled from here: wait_for_function evals its predicate in the page,
+            # which the site's CSP (no 'unsafe-eval') refuses.
+            wait_until(lambda: page.evaluate("document.getElementById('review-photo').complete"),
+                       10, "the next photo to load")
     expect(page.locator("#review-empty")).to_be_visible()
     elapsed = time.monotonic() - started
     print(f"keyboard review: {len(ids)} photos in {elapsed:.2f} s, "
