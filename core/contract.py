@@ -24,6 +24,17 @@ SCORES = "scores"
 CLASSES = "classes"
 #: Where TF Serving finds the requests it replays before a version takes traffic.
 WARMUP_FILE = PurePosixPath("assets.extra") / "tf_serving_warmup_requests"
+#: Beside a version's SavedModel: the same network as a TFLite file taking decoded
+#: pixels [1, 224, 224, 3] in [0, 255], checked by the trainer against the
+#: SavedModel, which the embedded server runs in its place. Not "model.tflite":
+#: TF Serving's --prefer_tflite_model would serve that file, pixels in, in place
+#: of the image_bytes signature clients call.
+ACCELERATED_FILE = "pixels.tflite"
+#: The file must give the SavedModel's top class on this share of the check photos
+#: (the trainer's test split and photos from elsewhere; the server's warm-up
+#: photos), and its accuracy stay within this many points of the SavedModel's.
+ACCELERATED_MIN_SAME_TOP = 0.99
+ACCELERATED_MAX_POINTS_APART = 0.5
 
 #: TF Serving's version numbers are int64.
 MAX_VERSION = 2**63 - 1

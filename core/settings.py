@@ -144,6 +144,9 @@ class Settings:
     training_stale_after: int
     #: Base features of photos by content hash, so a run computes only what is new.
     feature_cache_dir: Path
+    #: Photos from elsewhere (a folder per class) on which a version's accelerated
+    #: file must answer as its SavedModel does before it is published.
+    check_photos_dir: Path
     #: How much worse than the serving version a candidate may be, on the reviewed
     #: photos and on the base test split, and still be promoted (a fraction).
     gate_margin: float
@@ -223,6 +226,7 @@ class Settings:
             training_timeout=_int("TRAINING_TIMEOUT", 3600),
             training_stale_after=_int("TRAINING_STALE_AFTER", 60, minimum=15),
             feature_cache_dir=_path("FEATURE_CACHE_DIR", str(var / "features")),
+            check_photos_dir=_path("CHECK_PHOTOS_DIR", str(shared / "datasets" / "webstock")),
             gate_margin=_fraction("GATE_MARGIN", 0.02),
             uncertain_below=_fraction("UNCERTAIN_BELOW", 0.7),
             redis_data_dir=_path("REDIS_DATA_DIR", str(var / "redis")),

@@ -64,6 +64,10 @@ def parser() -> argparse.ArgumentParser:
                             "(default: $FEATURE_CACHE_DIR)")
     train.add_argument("--no-feature-cache", action="store_true",
                        help="compute every feature, read and keep none")
+    train.add_argument("--check-data", type=Path, default=settings.check_photos_dir,
+                       metavar="DIR",
+                       help="photos from elsewhere on which the accelerated file must answer "
+                            "as the SavedModel does (default: $CHECK_PHOTOS_DIR)")
     train.add_argument("--shift-data", type=Path, default=None, metavar="DIR",
                        help="also score the export on DIR, photos from elsewhere (a folder "
                             "per class, classes among the model's)")

@@ -45,7 +45,7 @@ def train(args: argparse.Namespace) -> int:
     cache = FeatureCache(None if args.no_feature_cache else args.feature_cache)
     result = run_training(args.data, args.out / args.name, recipe,
                           skip_bad_files=args.skip_bad_files, cache=cache,
-                          shift_data=args.shift_data)
+                          shift_data=args.shift_data, check_data=args.check_data)
     m = result.metrics
     shifted = m.get("shift")
     print()
@@ -71,9 +71,26 @@ def train(args: argparse.Namespace) -> int:
     print(table([(name, megabytes(a["bytes"]), percent(a["test_accuracy"]), a["path"])
                  for name, a in m["artifacts"].items()],
                 ("artifact", "size", "test accuracy", "path")))
+    if m["accelerated"]:
+        print(accelerated_summary(m["accelerated"]))
     print(f"\nexported {args.name} version {result.version} to {result.version_dir} "
           f"(trained in {m['training_seconds']:.0f} s); report in {result.report_dir}")
     return 0
+
+
+def accelerated_summary(accelerated: dict) -> str:
+    lines = []
+    for quantization, tried in accelerated["tried"].items():
+        checks = "; ".join(
+            f"{name}: same top class {percent(c['same_top_class'])}"
+            + (f", {c['accuracy_points_apart']:.1f} points apart" if "accuracy" in c else "")
+            for name, c in tried["checks"].items())
+        lines.append(f"  {quantization} {megabytes(tried['bytes'])}: "
+                     f"{'passed' if tried['passed'] else 'failed'} ({checks})")
+    chosen = accelerated["quantization"]
+    head = (f"\naccelerated file: {accelerated['file']} ({chosen}), run by the embedded server"
+            if chosen else "\naccelerated file: none passed; the SavedModel is served")
+    return "\n".join([head, *lines])
 
 
 def evaluate(args: argparse.Namespace) -> int:

@@ -1,8 +1,9 @@
 """Turning encoded image files into model input, in one place.
 
-Training and the exported serving signature both call `decode_and_resize`, so a
-photo sent to TensorFlow Serving is preprocessed exactly as the training photos
-were; the pixel scaling to [-1, 1] is a layer of the model itself.
+Training, the exported serving signature and the embedded server's accelerated
+backend all call these, so a photo sent to Serving is preprocessed exactly as
+the training photos were; the pixel scaling to [-1, 1] is a layer of the model
+itself.
 """
 
 from __future__ import annotations
@@ -28,3 +29,9 @@ def decode_and_resize(encoded: tf.Tensor) -> tf.Tensor:
 
 def load_file(path: tf.Tensor) -> tf.Tensor:
     return decode_and_resize(tf.io.read_file(path))
+
+
+def decode_batch(encoded: tf.Tensor) -> tf.Tensor:
+    """[N] encoded files -> [N, 224, 224, 3] pixels, as the serving signature starts."""
+    return tf.map_fn(decode_and_resize, encoded,
+                     fn_output_signature=tf.TensorSpec(IMAGE_SHAPE, tf.float32))

@@ -38,6 +38,7 @@ class Recipe:
     head_batch_size: int = 128  # feature vectors per head step: a third of batch 32's time
     calibrate: bool = True  # temperature scaling on the validation split
     tflite: bool = True  # float16 and int8 TFLite files in the report
+    accelerated: bool = True  # a checked pixels.tflite beside the SavedModel (accelerate.py)
     fine_tune: bool = False
     fine_tune_layers: int = 30  # the backbone's last layers: block_14 onwards
     fine_tune_epochs: int = 10

@@ -183,7 +183,7 @@ def _run(conns: Connections, model: Path, reporter: Reporter) -> tuple[RunStatus
     cache = FeatureCache(settings.feature_cache_dir)
     result = train(settings.dataset_dir, model, replace(Recipe(), tflite=False),
                    extra=[r.example for r in reviewed], progress=reporter, cache=cache,
-                   candidate=True)
+                   candidate=True, check_data=settings.check_photos_dir)
     with conns.db.session() as session:
         run = session.get(TrainingRun, reporter.run_id)
         run.base_images = result.metrics["data"]["images"]

@@ -21,7 +21,7 @@ import numpy as np
 
 from core import model_files
 from core.training import Phase
-from trainer import data, export, report, shift
+from trainer import accelerate, data, export, report, shift
 from trainer.calibration import calibrate
 from trainer.features import FeatureCache
 from trainer.fit import fit_head, fit_images
@@ -152,12 +152,15 @@ def learn(base: keras.Model, parts: data.Split, num_classes: int, recipe: Recipe
 def train(data_dir: Path, model_dir: Path, recipe: Recipe, *,
           skip_bad_files: bool = False, extra: Sequence[data.Example] = (),
           progress: Progress | None = None, cache: FeatureCache | None = None,
-          candidate: bool = False, shift_data: Path | None = None) -> Result:
+          candidate: bool = False, shift_data: Path | None = None,
+          check_data: Path | None = None) -> Result:
     """Train, check and publish one version: `model_dir/<N>/`, or
     `model_dir/candidates/<N>/` for a `candidate` the gate decides on.
 
     `extra` (reviewed photos) join the training split only, so validation and
-    test stay the base photos' split from one version to the next.
+    test stay the base photos' split from one version to the next. The
+    accelerated file is checked on the test split and on `check_data`, photos
+    from elsewhere, when that folder exists.
     """
     progress = progress or Silent()
     cache = cache or FeatureCache(None)
@@ -195,7 +198,14 @@ def train(data_dir: Path, model_dir: Path, recipe: Recipe, *,
         progress.phase(Phase.EXPORT, 0.3)
         served = export.verify(staging, scores["test"], names, test_bytes)
         progress.phase(Phase.EXPORT, 0.5)
-        artifacts = {"saved_model": {
+        accelerated = None
+        if recipe.accelerated:
+            checks = [accelerate.Photos("test", test_bytes, labels["test"], served)]
+            checks += [p for p in [accelerate.elsewhere(check_data, names, staging)] if p]
+            accelerated = accelerate.write(model, staging, checks,
+                                           export.calibration_pixels(parts))
+        progress.phase(Phase.EXPORT, 0.65)
+        artifacts = {"saved_model": {  # the version folder, its pixels file included
             "path": str(publish_path(version, candidate)),
             "bytes": export.size_on_disk(staging),
             "test_accuracy": report.scores_summary(labels["test"], served)["accuracy"]}}
@@ -226,6 +236,7 @@ def train(data_dir: Path, model_dir: Path, recipe: Recipe, *,
             "robustness": {"degraded_test_accuracy": float(np.mean(list(robustness.values()))),
                            "per_degradation": robustness},
             "artifacts": artifacts,
+            "accelerated": accelerated,
             "history": history,
         }
         if shifted is not None:
