@@ -61,6 +61,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
              "finds them on its volume (not a TF Serving flag)")
     add("--max_request_body_bytes", type=int, default=DEFAULTS.max_request_body_bytes,
         help="larger bodies get HTTP 413 (not a TF Serving flag)")
+    add("--accelerated_backend", choices=("litert", "none"), default=DEFAULTS.accelerated_backend,
+        help="run a version's pixels.tflite with LiteRT where it has one, or always the "
+             "SavedModel (not a TF Serving flag)")
+    add("--accelerated_threads", type=int, default=DEFAULTS.accelerated_threads,
+        help="cores for each LiteRT call, 0 for all (not a TF Serving flag)")
     return parser.parse_args(argv)
 
 

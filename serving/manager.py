@@ -35,7 +35,7 @@ from pathlib import Path
 from tensorflow_serving.config.model_server_config_pb2 import ModelServerConfig
 
 from core.contract import version_folders
-from serving import versions
+from serving import accelerated, versions
 from serving.batching import BatchScheduler
 from serving.config import BatchingOptions
 from serving.errors import Code, ConfigError, ServingError, not_found
@@ -49,8 +49,10 @@ log = logging.getLogger(__name__)
 class ModelManager:
     def __init__(self, *, batching: BatchingOptions | None = None,
                  metrics: Metrics | None = None, load_threads: int = 1,
-                 base_path_root: Path = Path("/")):
+                 base_path_root: Path = Path("/"), accelerated_threads: int | None = None):
         self.metrics = metrics or Metrics()
+        #: LiteRT's cores per call for versions with a pixels file; None: SavedModels only.
+        self.accelerated_threads = accelerated_threads
         self.base_path_root = base_path_root
         self.scheduler = BatchScheduler(batching, self.metrics.batch) if batching else None
         self._models: dict[str, Model] = {}
@@ -126,7 +128,7 @@ class ModelManager:
             current = model.versions.get(number)
             if current is not None and current.state == State.UNLOADING:
                 current.state = State.AVAILABLE  # its unload thread sees this and gives up
-                self.metrics.version_available.labels(model.name, str(number)).set(1)
+                self.metrics.routed(model.name, number, current.servable.backend, True)
                 log.info("Keeping servable version %s: wanted again before it was unloaded",
                          model.describe(number))
             elif current is None or current.state == State.END:
@@ -166,6 +168,8 @@ class ModelManager:
         log.info("Loading servable version %s from %s", name, version.path)
         try:
             servable = Servable(version.path)
+            if self.accelerated_threads is not None:
+                accelerated.attach(servable, self.accelerated_threads)
             replayed = servable.warm_up()
         except ServingError as exc:
             error = exc
@@ -184,15 +188,15 @@ class ModelManager:
             else:
                 version.servable, version.state = servable, State.AVAILABLE
                 self.metrics.loads.labels(model.name, "ok").inc()
-                self.metrics.version_available.labels(model.name, str(version.number)).set(1)
+                self.metrics.routed(model.name, version.number, servable.backend, True)
                 log.info("Successfully loaded servable version %s (%d warm-up requests); "
-                         "now serving it", name, replayed)
+                         "now serving it with %s", name, replayed, servable.describe_backend())
             model.lock.notify_all()
         self._reconcile(model)
 
     def _start_unload(self, model: Model, version: Version, reason: str) -> None:
         version.state = State.UNLOADING
-        self.metrics.version_available.labels(model.name, str(version.number)).set(0)
+        self.metrics.routed(model.name, version.number, version.servable.backend, False)
         log.info("Unloading servable version %s: %s; waiting for %d in-flight requests",
                  model.describe(version.number), reason, version.in_flight)
         thread = threading.Thread(target=self._unload, args=(model, version),

@@ -2,7 +2,7 @@
 
 Close to TF Serving's, not identical: seconds rather than microseconds, a
 `_total` counter suffix (prometheus_client's rule), version labels, and two
-metrics of our own (available versions, load outcomes).
+metrics of our own (available versions, their backends, load outcomes).
 
 Each server has its own registry, so several can live in one process. Labels
 carry the model and version, so a rollout shows up as traffic moving from
@@ -49,9 +49,18 @@ class Metrics:
         self.version_available = Gauge(
             PREFIX + "model_version_available", "1 while a version is AVAILABLE and routed to.",
             ["model_name", "version"], registry=self.registry)
+        self.backend = Gauge(
+            PREFIX + "model_version_backend",
+            "1 for what runs each loaded version: saved_model, or litert (its pixels.tflite).",
+            ["model_name", "version", "backend"], registry=self.registry)
         self.loads = Counter(
             PREFIX + "model_load_count", "Version loads attempted, by outcome.",
             ["model_name", "status"], registry=self.registry)
+
+    def routed(self, model: str, version: int, backend: str, routed: bool) -> None:
+        """A version starts or stops answering requests, run by `backend`."""
+        self.version_available.labels(model, str(version)).set(int(routed))
+        self.backend.labels(model, str(version), backend).set(int(routed))
 
     def request(self, model: str, version: str, api: str, status: str, seconds: float) -> None:
         self.requests.labels(model, version, api, status).inc()

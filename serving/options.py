@@ -30,3 +30,7 @@ class Options:
     base_path_root: Path = Path("/")
     max_request_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     drain_seconds: float = 30
+    #: "litert" runs a version's pixels.tflite where it has one; "none" always the SavedModel.
+    accelerated_backend: str = "litert"
+    #: Cores for each LiteRT call (0: all of them).
+    accelerated_threads: int = 0

@@ -23,7 +23,7 @@ from tensorflow_serving.apis.get_model_metadata_pb2 import GetModelMetadataRespo
 from tensorflow_serving.apis.get_model_status_pb2 import GetModelStatusResponse
 from werkzeug.exceptions import HTTPException
 
-from core.contract import version_number
+from core.contract import SIGNATURE, version_number
 from serving import json_tensor
 from serving.errors import Code, ServingError, invalid_argument
 from serving.manager import ModelManager
@@ -139,11 +139,16 @@ def _metadata(manager: ModelManager, name: str, version: int | None, label: str 
         signatures = SignatureDefMap()
         for key, signature_def in handle.servable.signature_defs.items():
             signatures.signature_def[key].CopyFrom(signature_def)
+        accelerator = handle.servable.accelerator
     answer = GetModelMetadataResponse()
     answer.model_spec.name = name
     answer.model_spec.version.value = handle.version.number
     answer.metadata["signature_def"].Pack(signatures)
-    return _metadata_json(answer)
+    document = _metadata_json(answer)
+    if accelerator is not None:  # one more metadata field; a SavedModel's answer is TF Serving's
+        document["metadata"]["backend"] = {"name": accelerator.name, "file": accelerator.file,
+                                           "signature_name": SIGNATURE}
+    return document
 
 
 def _metadata_json(answer: GetModelMetadataResponse) -> dict[str, Any]:

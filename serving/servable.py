@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
-from core.contract import SIGNATURE, WARMUP_FILE
+from core.contract import INPUT, SIGNATURE, WARMUP_FILE
 from serving.errors import Code, ServingError, invalid_argument
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,8 @@ class Servable:
             raise ServingError(Code.INVALID_ARGUMENT, f"cannot load {path}: {first_line(exc)}"
                                ) from exc
         self._functions = dict(self._loaded.signatures)
+        #: Runs the default signature in place of the SavedModel (serving/accelerated.py).
+        self.accelerator: Accelerator | None = None
         self.inputs = {
             name: {key: TensorSpec.from_info(info) for key, info in sig.inputs.items()}
             for name, sig in self.signature_defs.items()
@@ -65,30 +70,35 @@ class Servable:
             raise invalid_argument(f'Serving signature name: "{name}" not found in signature def')
         return name
 
+    @property
+    def backend(self) -> str:
+        """What runs the default signature: the SavedModel, or its accelerator."""
+        return self.accelerator.name if self.accelerator is not None else "saved_model"
+
+    def describe_backend(self) -> str:
+        return self.accelerator.describe() if self.accelerator is not None else "its SavedModel"
+
     def run(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.accelerator is not None and signature == SIGNATURE and set(inputs) == {INPUT}:
+            return self.accelerator.run(inputs)
+        return self.run_saved_model(signature, inputs)
+
+    def run_saved_model(self, signature: str, inputs: dict[str, np.ndarray]
+                        ) -> dict[str, np.ndarray]:
         function = self._functions[signature]
         specs = self.inputs[signature]
-        try:
+        with tf_errors():
             tensors = {key: tf.constant(value, dtype=specs[key].dtype)
                        for key, value in inputs.items()}
             outputs = function(**tensors)
-        except tf.errors.OpError as exc:
-            raise ServingError(Code(exc.error_code), op_error_message(exc.message)) from exc
-        except (TypeError, ValueError) as exc:
-            raise invalid_argument(first_line(exc)) from exc
         return {key: value.numpy() for key, value in outputs.items()}
 
-    def warm_up(self) -> int:
-        """Replay the version's warm-up requests (WARMUP_FILE), as TF Serving does.
-
-        The trainer writes real requests there, so the first user request does
-        not pay for graph and kernel set-up. Returns how many were replayed; any
-        failure fails the load.
-        """
+    def warmup_requests(self) -> list[tuple[str, dict[str, np.ndarray]]]:
+        """The version's warm-up requests (WARMUP_FILE): (signature, inputs) each."""
         path = self.path / WARMUP_FILE
         if not path.exists():
-            return 0
-        replayed = 0
+            return []
+        requests = []
         for record in tf.data.TFRecordDataset(str(path)):
             entry = prediction_log_pb2.PredictionLog.FromString(record.numpy())
             if entry.WhichOneof("log_type") != "predict_log":
@@ -96,11 +106,43 @@ class Servable:
                             path, entry.WhichOneof("log_type"))
                 continue
             request = entry.predict_log.request
-            signature = self.signature(request.model_spec.signature_name)
-            self.run(signature, {key: tf.make_ndarray(value)
-                                 for key, value in request.inputs.items()})
-            replayed += 1
-        return replayed
+            requests.append((self.signature(request.model_spec.signature_name),
+                             {key: tf.make_ndarray(value)
+                              for key, value in request.inputs.items()}))
+        return requests
+
+    def warm_up(self) -> int:
+        """Replay the version's warm-up requests, as TF Serving does.
+
+        The trainer writes real requests there, so the first user request does
+        not pay for graph and kernel set-up. Returns how many were replayed; any
+        failure fails the load.
+        """
+        requests = self.warmup_requests()
+        for signature, inputs in requests:
+            self.run(signature, inputs)
+        return len(requests)
+
+
+class Accelerator(Protocol):
+    name: str
+    file: str
+
+    def describe(self) -> str: ...
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+@contextmanager
+def tf_errors() -> Iterator[None]:
+    """TensorFlow's errors as TF Serving answers them: runtime errors keep their
+    code, a tensor that cannot be made is an invalid argument."""
+    try:
+        yield
+    except tf.errors.OpError as exc:
+        raise ServingError(Code(exc.error_code), op_error_message(exc.message)) from exc
+    except (TypeError, ValueError) as exc:
+        raise invalid_argument(first_line(exc)) from exc
 
 
 def read_signature_defs(path: Path) -> dict[str, meta_graph_pb2.SignatureDef]:

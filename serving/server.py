@@ -42,7 +42,10 @@ class ModelServer:
         batching = (config_files.read_batching_parameters(options.batching_parameters_file)
                     if options.enable_batching else None)
         metrics_path = config_files.read_monitoring_config(options.monitoring_config_file)
-        self.manager = ModelManager(batching=batching, base_path_root=options.base_path_root)
+        accelerated = (options.accelerated_threads
+                       if options.accelerated_backend != "none" else None)
+        self.manager = ModelManager(batching=batching, base_path_root=options.base_path_root,
+                                    accelerated_threads=accelerated)
         if batching:
             log.info("Batching: %s", batching)
         self.app = create_app(self.manager, metrics_path=metrics_path,
