@@ -108,12 +108,13 @@ class Exported:
         return keras.saving.load_model(self._keras_file)
 
 
-def train_and_export(data_dir: Path, folder: Path, name: str, **recipe):
+def train_and_export(data_dir: Path, folder: Path, name: str, check_data: Path | None = None,
+                     **recipe):
     """Trains into folder/<name> and leaves what `Exported` reads beside it."""
     from trainer.recipe import Recipe
     from trainer.train import train
 
-    result = train(data_dir, folder / name, Recipe(**recipe))
+    result = train(data_dir, folder / name, Recipe(**recipe), check_data=check_data)
     if os.environ.get("PYTEST_XDIST_WORKER"):
         (folder / "keras").mkdir()
         result.model.save(folder / "keras" / "model.keras")
@@ -158,8 +159,9 @@ def fruit_model(tmp_path_factory: pytest.TempPathFactory, trained):
     After `trained`, which most of the suite waits for under xdist (Serving, the drills,
     the browser): two trainings at once on 2 cores would make that wait twice as long."""
     return made_once(tmp_path_factory, "fruit_model",
-                     lambda folder: train_and_export(get_settings().fruits_dir, folder,
-                                                     "fruits"),
+                     lambda folder: train_and_export(
+                         get_settings().fruits_dir, folder, "fruits",
+                         check_data=get_settings().check_photos_dir),
                      Exported)
 
 

@@ -15,7 +15,8 @@ from trainer import data, export
 from trainer.errors import DatasetError
 from trainer.features import FeatureCache
 
-RECIPE = {"epochs": 10, "augmented_views": 1, "patience": 5, "tflite": False}
+RECIPE = {"epochs": 10, "augmented_views": 1, "patience": 5, "tflite": False,
+          "accelerated": False}
 
 
 def reviewed_photos(folder: Path, per_class: dict[str, int]) -> list[data.Example]:
@@ -126,7 +127,8 @@ def test_a_cancel_from_the_progress_reporter_leaves_nothing_behind(tmp_path: Pat
     model_dir = tmp_path / "shapes"
     progress = RecordedProgress(cancel_at=phase)
     with pytest.raises(Cancelled):
-        train(shapes_dir, model_dir, Recipe(epochs=2, augmented_views=0, tflite=False),
+        train(shapes_dir, model_dir, Recipe(epochs=2, augmented_views=0, tflite=False,
+                                           accelerated=False),
               progress=progress, candidate=True)
     left = [p.relative_to(model_dir) for p in model_dir.rglob("*")]
     assert left in ([], [Path("reports")])
