@@ -127,6 +127,8 @@ def test_train_with_a_local_weights_file_exports_a_version(tmp_path: Path, shape
     assert "elsewhere: " in done.stdout and "square" in done.stdout
     assert "calibration: temperature" in done.stdout
     assert list((tmp_path / "features").rglob("*.npy"))
+    assert ", by LiteRT (within " in done.stdout  # the feature pass's default runtime
+    assert "accelerated file: pixels.tflite" in done.stdout
 
 
 def test_train_refuses_photos_from_elsewhere_of_another_class_before_training(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.factories import draw_photo, make_dataset, photo_file
-from trainer import data
+from trainer import data, export, fast_base
 from trainer.features import FeatureCache
 
 
@@ -74,3 +74,38 @@ def test_a_damaged_entry_is_computed_again(tmp_path: Path, base, photos):
     again = FeatureCache(tmp_path / "cache")
     again.features(base, photos, view="plain", desc="two")
     assert again.computed == 1
+
+
+def test_litert_runs_the_base_with_the_features_keras_gives(tmp_path: Path, base, photos):
+    keras_features = FeatureCache(None).features(base, photos, view="plain", desc="keras")
+    cache = FeatureCache(tmp_path / "cache", runtime="litert")
+    lite = cache.features(base, photos, view="plain", desc="litert")
+    assert cache.used["runtime"] == "litert"
+    assert cache.used["litert_max_difference"] <= fast_base.FEATURE_TOLERANCE
+    np.testing.assert_allclose(lite, keras_features, atol=fast_base.FEATURE_TOLERANCE)
+    kept = tmp_path / "cache" / "bases" / f"{cache.fingerprint(base)}.tflite"
+    assert kept.read_bytes()[4:8] == b"TFL3"
+
+
+def test_a_converted_base_is_read_back_not_converted_again(tmp_path: Path, base, photos,
+                                                           monkeypatch):
+    FeatureCache(tmp_path / "cache", runtime="litert").features(base, photos[:2], view="plain",
+                                                                desc="first")
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(export, "tflite_model", no_conversion)
+    again = FeatureCache(tmp_path / "cache", runtime="litert")
+    again.features(base, photos[2:], view="plain", desc="second")
+    assert again.used["runtime"] == "litert" and again.computed == 4
+
+
+def test_keras_runs_the_pass_when_litert_features_are_not_its_own(tmp_path: Path, base,
+                                                                  photos, monkeypatch):
+    monkeypatch.setattr(fast_base, "FEATURE_TOLERANCE", -1.0)
+    cache = FeatureCache(None, runtime="litert")
+    features = cache.features(base, photos, view="plain", desc="refused")
+    assert cache.used["runtime"] == "keras" and cache.used["litert_max_difference"] >= 0
+    np.testing.assert_allclose(features, FeatureCache(None).features(
+        base, photos, view="plain", desc="keras"), atol=1e-5)

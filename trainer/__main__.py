@@ -64,6 +64,9 @@ def parser() -> argparse.ArgumentParser:
                             "(default: $FEATURE_CACHE_DIR)")
     train.add_argument("--no-feature-cache", action="store_true",
                        help="compute every feature, read and keep none")
+    train.add_argument("--feature-runtime", choices=("litert", "keras"), default="litert",
+                       help="what runs the frozen base in the feature pass: LiteRT where its "
+                            "features match Keras's (the default), or always Keras")
     train.add_argument("--check-data", type=Path, default=settings.check_photos_dir,
                        metavar="DIR",
                        help="photos from elsewhere on which the accelerated file must answer "

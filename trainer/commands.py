@@ -42,7 +42,8 @@ def train(args: argparse.Namespace) -> int:
         "min_per_class": args.min_per_class,
     }
     recipe = replace(Recipe(), **{k: v for k, v in overrides.items() if v is not None})
-    cache = FeatureCache(None if args.no_feature_cache else args.feature_cache)
+    cache = FeatureCache(None if args.no_feature_cache else args.feature_cache,
+                         runtime=args.feature_runtime)
     result = run_training(args.data, args.out / args.name, recipe,
                           skip_bad_files=args.skip_bad_files, cache=cache,
                           shift_data=args.shift_data, check_data=args.check_data)
@@ -66,7 +67,8 @@ def train(args: argparse.Namespace) -> int:
               f"val {percent(c['ece_before']['val'])} -> {percent(c['ece_after']['val'])}, "
               f"test {percent(c['ece_before']['test'])} -> {percent(c['ece_after']['test'])}")
     print(f"features computed: {m['features_computed']} photo views"
-          + (" (no cache)" if cache.folder is None else f" (the rest from {cache.folder})"))
+          + (" (no cache)" if cache.folder is None else f" (the rest from {cache.folder})")
+          + features_runtime(m["features_runtime"]))
     print()
     print(table([(name, megabytes(a["bytes"]), percent(a["test_accuracy"]), a["path"])
                  for name, a in m["artifacts"].items()],
@@ -76,6 +78,15 @@ def train(args: argparse.Namespace) -> int:
     print(f"\nexported {args.name} version {result.version} to {result.version_dir} "
           f"(trained in {m['training_seconds']:.0f} s); report in {result.report_dir}")
     return 0
+
+
+def features_runtime(used: dict) -> str:
+    difference = used.get("litert_max_difference")
+    if difference is None:
+        return ", by Keras"
+    if used["runtime"] == "litert":
+        return f", by LiteRT (within {difference:.1g} of Keras's features)"
+    return f", by Keras (LiteRT's features were {difference:.1g} from Keras's)"
 
 
 def accelerated_summary(accelerated: dict) -> str:

@@ -26,8 +26,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from trainer import fast_base
 from trainer.data import Example, file_sha256
-from trainer.fit import extract_features
+from trainer.fit import extract_features, image_dataset
 
 
 def weights_fingerprint(model: keras.Model) -> str:
@@ -40,12 +41,17 @@ def weights_fingerprint(model: keras.Model) -> str:
 
 class FeatureCache:
     """Features by (photo content, base weights, view); `folder=None` keeps
-    nothing and computes every time."""
+    nothing and computes every time. `runtime="litert"` runs the base through
+    LiteRT where its features are Keras's (fast_base.py)."""
 
-    def __init__(self, folder: Path | None):
+    def __init__(self, folder: Path | None, runtime: str = "keras"):
         self.folder = Path(folder) if folder is not None else None
+        self.runtime = runtime
         self._fingerprints: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._runners: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.computed = 0  # photos that went through the base, for reports and tests
+        #: What ran the base, and LiteRT's largest feature difference from Keras.
+        self.used: dict[str, object] = {"runtime": "keras"}
 
     def fingerprint(self, base: keras.Model) -> str:
         """Computed once per base object: the frozen base's weights do not change
@@ -91,8 +97,21 @@ class FeatureCache:
     def _compute(self, base, examples, augmenter, desc, progress, render) -> np.ndarray:
         self.computed += len(examples)
         images = [render(e.path) for e in examples] if render is not None else examples
-        return extract_features(base, images, desc=desc, augmenter=augmenter,
-                                progress=progress)
+        return extract_features(self._runner(base, images), images, desc=desc,
+                                augmenter=augmenter, progress=progress)
+
+    def _runner(self, base: keras.Model, images: Sequence) -> object:
+        """The base itself, or its LiteRT stand-in once checked on these photos."""
+        if self.runtime != "litert":
+            return base
+        if base not in self._runners:
+            content = fast_base.flatbuffer(base, self.fingerprint(base), self.folder)
+            sample = next(iter(image_dataset(images[:8], 8))).numpy()
+            runner, difference = fast_base.checked(base, content, sample)
+            self._runners[base] = runner or base
+            self.used = {"runtime": "litert" if runner else "keras",
+                         "litert_max_difference": difference}
+        return self._runners[base]
 
     def _store(self, key: str, vector: np.ndarray) -> None:
         entry = self._entry(key)

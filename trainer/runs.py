@@ -180,7 +180,7 @@ def _run(conns: Connections, model: Path, reporter: Reporter) -> tuple[RunStatus
     if not reviewed:
         raise DatasetError("no reviewed records with a class of this model: review some "
                            "records first")
-    cache = FeatureCache(settings.feature_cache_dir)
+    cache = FeatureCache(settings.feature_cache_dir, runtime="litert")
     result = train(settings.dataset_dir, model, replace(Recipe(), tflite=False),
                    extra=[r.example for r in reviewed], progress=reporter, cache=cache,
                    candidate=True, check_data=settings.check_photos_dir)
