@@ -139,16 +139,13 @@ class Settings:
     training_queue: str
     #: Seconds a training run may take before the trainer worker kills it.
     training_timeout: int
-    #: Seconds without a heartbeat after which a running training run counts as
-    #: dead (its worker killed or lost); heartbeats come every 5 s.
+    #: Seconds without a heartbeat (one every 5 s) before a running training run is dead.
     training_stale_after: int
     #: Base features of photos by content hash, so a run computes only what is new.
     feature_cache_dir: Path
-    #: Photos from elsewhere (a folder per class) on which a version's accelerated
-    #: file must answer as its SavedModel does before it is published.
+    #: Photos from elsewhere on which pixels.tflite must answer as the SavedModel does.
     check_photos_dir: Path
-    #: How much worse than the serving version a candidate may be, on the reviewed
-    #: photos and on the base test split, and still be promoted (a fraction).
+    #: How much worse than the serving version a candidate may be and be promoted.
     gate_margin: float
     #: Calibrated top scores under this are shown as "not sure: X or Y?" and
     #: come first in the review queue. 0.7 catches 3 of the 4 wrong answers on
