@@ -108,6 +108,12 @@ class Prediction(Base):
     top_k: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     #: TF Serving versions are int64 (timestamps in milliseconds are common).
     model_version: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    #: Which side of the roll-out answered: stable, canary or newest (core/rollout).
+    model_role: Mapped[str | None] = mapped_column(String(8), index=True)
+    #: The shadow version's answer, stored beside the real one and never shown.
+    shadow_version: Mapped[int | None] = mapped_column(BigInteger)
+    shadow_label: Mapped[str | None] = mapped_column(String(255))
+    shadow_confidence: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -20,6 +20,7 @@ from werkzeug.serving import make_server
 
 from core import migrate
 from core.db import Base
+from core.rollout import records  # noqa: F401 (the roll-out tables join Base.metadata)
 from core.settings import ROOT
 from frontend import client as cli
 from tests.factories import SHAPES, image_bytes, photo_file

@@ -22,7 +22,7 @@ from redis import Redis, RedisError
 from core.credentials import redacted
 from core.lifecycle.connections import Connections, connect_redis, for_this_process, queues
 from core.settings import Settings
-from worker import retention
+from worker import retention, watch
 from worker.sweeper import sweep
 
 log = logging.getLogger("worker")
@@ -70,6 +70,7 @@ def work(settings: Settings, connection: Redis, *, burst: bool, fork: bool,
     if not burst:
         start_sweeping(for_this_process(), sweep_interval)
         retention.start_purging(for_this_process())
+        watch.start_watching(for_this_process())
     worker_class = ForkingWorker if fork else InProcessWorker
     while True:
         worker = None

@@ -4,6 +4,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 from core.db import Base
+from core.rollout import records  # noqa: F401 (its tables join Base.metadata)
 
 config = context.config
 

@@ -13,10 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import credentials
-
-#: The repository's root: relative defaults are resolved against it, not the
-#: caller's working directory, so the commands work from anywhere.
-ROOT = Path(__file__).resolve().parent.parent
+from core.settings.readers import (
+    ROOT,
+    SettingsError,
+    env_bool,
+    env_fraction,
+    env_int,
+    env_path,
+    env_secret,
+)
+from core.settings.monitoring import MonitoringSettings
+from core.settings.rollout import RolloutSettings
 
 #: Signs development sessions only; production must bring its own SECRET_KEY.
 DEV_SECRET_KEY = "dev-only-not-secret"
@@ -24,69 +31,6 @@ MIN_SECRET_LENGTH = 32
 #: What SECRET_KEY must hold at least, as estimated by `secret_bits`.
 MIN_SECRET_BITS = 128
 MAKE_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
-
-
-class SettingsError(ValueError):
-    """A setting with a value the process must not run with."""
-
-
-def _path(name: str, default: str) -> Path:
-    value = Path(os.environ.get(name) or default).expanduser()
-    return value if value.is_absolute() else ROOT / value
-
-
-def _int(name: str, default: int, minimum: int = 1) -> int:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
-    if value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}, not {value}")
-    return value
-
-
-def _fraction(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number between 0 and 1, not {raw!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise SettingsError(f"{name} must be between 0 and 1, not {value}")
-    return value
-
-
-# --- secrets from files (compose secrets, docker-compose.yml) --------------------------------
-
-def _secret(name: str) -> str | None:
-    """NAME, or the contents of the file NAME_FILE names (its surrounding blanks dropped).
-
-    Compose and Docker mount secrets as files under /run/secrets/: unlike environment
-    variables, they are not shown by `docker inspect` nor inherited by child processes.
-    """
-    path = os.environ.get(f"{name}_FILE")
-    if not path:
-        return os.environ.get(name) or None
-    try:
-        return Path(path).read_text().strip() or None
-    except OSError as exc:
-        raise SettingsError(f"{name}_FILE={path!r} cannot be read: {exc.strerror}") from None
-
-
-def _bool(name: str, default: bool) -> bool:
-    raw = (os.environ.get(name) or "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"{name} must be true or false, not {raw!r}")
 
 
 @dataclass(frozen=True)
@@ -186,62 +130,66 @@ class Settings:
     api_key_images_per_day: int
     #: The RQ queue of batch chunks; workers take QUEUE_NAME's single uploads first.
     batch_queue_name: str
+    rollout: RolloutSettings
+    monitoring: MonitoringSettings
 
     @classmethod
     def from_env(cls) -> Settings:
-        shared = _path("SHARED_DIR", "../shared")
+        shared = env_path("SHARED_DIR", "../shared")
         var = ROOT / "var"
         settings = cls(
             shared_dir=shared,
-            dataset_dir=_path("DATASET_DIR", "dataset"),
-            model_base_path=_path("MODEL_BASE_PATH", "models"),
+            dataset_dir=env_path("DATASET_DIR", "dataset"),
+            model_base_path=env_path("MODEL_BASE_PATH", "models"),
             model_name=os.environ.get("MODEL_NAME") or "classifier",
             serving_url=os.environ.get("SERVING_URL") or "http://127.0.0.1:8501",
             redis_url=credentials.with_password(
                 os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
-                _secret("REDIS_PASSWORD")),
+                env_secret("REDIS_PASSWORD")),
             database_url=credentials.with_password(
                 os.environ.get("DATABASE_URL") or f"sqlite:///{var / 'app.db'}",
-                _secret("POSTGRES_PASSWORD")),
-            upload_dir=_path("UPLOAD_DIR", str(var / "uploads")),
-            secret_key=_secret("SECRET_KEY") or DEV_SECRET_KEY,
+                env_secret("POSTGRES_PASSWORD")),
+            upload_dir=env_path("UPLOAD_DIR", str(var / "uploads")),
+            secret_key=env_secret("SECRET_KEY") or DEV_SECRET_KEY,
             app_env=(os.environ.get("APP_ENV") or "development").lower(),
-            trusted_proxies=_int("TRUSTED_PROXIES", 0, minimum=0),
-            max_image_file_bytes=_int("MAX_IMAGE_BYTES", 10 * 2**20),
-            max_request_bytes=_int("MAX_REQUEST_BYTES", 200 * 2**20),
-            max_image_pixels=_int("MAX_IMAGE_PIXELS", 40_000_000),
-            max_batch_images=_int("MAX_BATCH_IMAGES", 2000),
+            trusted_proxies=env_int("TRUSTED_PROXIES", 0, minimum=0),
+            max_image_file_bytes=env_int("MAX_IMAGE_BYTES", 10 * 2**20),
+            max_request_bytes=env_int("MAX_REQUEST_BYTES", 200 * 2**20),
+            max_image_pixels=env_int("MAX_IMAGE_PIXELS", 40_000_000),
+            max_batch_images=env_int("MAX_BATCH_IMAGES", 2000),
             queue_name=os.environ.get("QUEUE_NAME") or "predictions",
-            job_retries=_int("JOB_RETRIES", 5, minimum=0),
-            job_timeout=_int("JOB_TIMEOUT", 120),
-            chunk_size=_int("CHUNK_SIZE", 16),
-            web_bind=os.environ.get("WEB_BIND") or f"127.0.0.1:{_int('PORT', 8000)}",
-            web_workers=_int("WEB_WORKERS", 2),
-            web_threads=_int("WEB_THREADS", 16),
-            workers=_int("WORKERS", 2),
+            job_retries=env_int("JOB_RETRIES", 5, minimum=0),
+            job_timeout=env_int("JOB_TIMEOUT", 120),
+            chunk_size=env_int("CHUNK_SIZE", 16),
+            web_bind=os.environ.get("WEB_BIND") or f"127.0.0.1:{env_int('PORT', 8000)}",
+            web_workers=env_int("WEB_WORKERS", 2),
+            web_threads=env_int("WEB_THREADS", 16),
+            workers=env_int("WORKERS", 2),
             training_queue=os.environ.get("TRAINING_QUEUE") or "training",
-            training_timeout=_int("TRAINING_TIMEOUT", 3600),
-            training_stale_after=_int("TRAINING_STALE_AFTER", 60, minimum=15),
-            feature_cache_dir=_path("FEATURE_CACHE_DIR", str(var / "features")),
-            check_photos_dir=_path("CHECK_PHOTOS_DIR", str(shared / "datasets" / "webstock")),
-            gate_margin=_fraction("GATE_MARGIN", 0.02),
-            uncertain_below=_fraction("UNCERTAIN_BELOW", 0.7),
-            redis_data_dir=_path("REDIS_DATA_DIR", str(var / "redis")),
+            training_timeout=env_int("TRAINING_TIMEOUT", 3600),
+            training_stale_after=env_int("TRAINING_STALE_AFTER", 60, minimum=15),
+            feature_cache_dir=env_path("FEATURE_CACHE_DIR", str(var / "features")),
+            check_photos_dir=env_path("CHECK_PHOTOS_DIR", str(shared / "datasets" / "webstock")),
+            gate_margin=env_fraction("GATE_MARGIN", 0.02),
+            uncertain_below=env_fraction("UNCERTAIN_BELOW", 0.7),
+            redis_data_dir=env_path("REDIS_DATA_DIR", str(var / "redis")),
             admin_username=os.environ.get("ADMIN_USERNAME") or None,
-            admin_password=_secret("ADMIN_PASSWORD"),
+            admin_password=env_secret("ADMIN_PASSWORD"),
             # retention
-            retention_days=_int("RETENTION_DAYS", 30, minimum=0),
-            retention_keep_reviewed=_bool("RETENTION_KEEP_REVIEWED", True),
-            retention_interval=_int("RETENTION_INTERVAL", 3600),
+            retention_days=env_int("RETENTION_DAYS", 30, minimum=0),
+            retention_keep_reviewed=env_bool("RETENTION_KEEP_REVIEWED", True),
+            retention_interval=env_int("RETENTION_INTERVAL", 3600),
             # quotas and queues
-            upload_requests_per_minute=_int("UPLOAD_REQUESTS_PER_MINUTE", 60),
-            anon_images_per_minute=_int("ANON_IMAGES_PER_MINUTE", 200),
-            anon_images_per_hour=_int("ANON_IMAGES_PER_HOUR", 1000),
-            anon_max_batch_images=_int("ANON_MAX_BATCH_IMAGES", 200),
-            anon_max_request_bytes=_int("ANON_MAX_REQUEST_BYTES", 50 * 2**20),
-            api_key_images_per_hour=_int("API_KEY_IMAGES_PER_HOUR", 10_000),
-            api_key_images_per_day=_int("API_KEY_IMAGES_PER_DAY", 100_000),
+            upload_requests_per_minute=env_int("UPLOAD_REQUESTS_PER_MINUTE", 60),
+            anon_images_per_minute=env_int("ANON_IMAGES_PER_MINUTE", 200),
+            anon_images_per_hour=env_int("ANON_IMAGES_PER_HOUR", 1000),
+            anon_max_batch_images=env_int("ANON_MAX_BATCH_IMAGES", 200),
+            anon_max_request_bytes=env_int("ANON_MAX_REQUEST_BYTES", 50 * 2**20),
+            api_key_images_per_hour=env_int("API_KEY_IMAGES_PER_HOUR", 10_000),
+            api_key_images_per_day=env_int("API_KEY_IMAGES_PER_DAY", 100_000),
             batch_queue_name=os.environ.get("BATCH_QUEUE_NAME") or "predictions-batch",
+            rollout=RolloutSettings.from_env(),
+            monitoring=MonitoringSettings.from_env(),
         )
         settings.check()
         return settings
