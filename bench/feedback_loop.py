@@ -35,7 +35,7 @@ from pathlib import Path
 
 import requests
 from redis import Redis
-from serving_speed import start_server
+from serving_speed import embedded
 from web_speed import BIN, free_port, wait_healthy
 
 from core.settings import ROOT, get_settings
@@ -126,7 +126,7 @@ def main() -> None:
                         "--out", str(models), "--name", "classifier"], env=env, cwd=ROOT,
                        check=True, capture_output=True)
         first_train = time.perf_counter() - started
-        serving, serving_url = start_server(models / "classifier", tmp_path / "serving.log")
+        serving, serving_url = embedded(models / "classifier", tmp_path / "serving.log")
         env["SERVING_URL"] = serving_url
         Redis.from_url(args.redis_url).flushdb()
         flask = [BIN / "flask", "--app", "frontend"]

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import requests
 from redis import Redis
-from serving_speed import photos, start_server
+from serving_speed import embedded, photos
 
 from core.serving_client import ServingClient
 from core.settings import ROOT, get_settings
@@ -151,7 +151,7 @@ def main() -> None:
     batch = [images[i % len(images)] for i in range(args.images)]
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        serving, serving_url = start_server(args.model_dir, tmp_path / "serving.log")
+        serving, serving_url = embedded(args.model_dir, tmp_path / "serving.log")
         Redis.from_url(args.redis_url).flushdb()
         port = free_port()
         env = os.environ | {
