@@ -432,6 +432,70 @@ def run_manifest(model: Path, version: int, reviewed: list[str]) -> Path:
     return path
 
 
+# --- drift and webhooks ----------------------------------------------------------------------
+
+def add_answers(db: Database, version: int, answers: dict[tuple[str, float], int], *,
+                hours_ago: float = 1.0, **fields) -> int:
+    """Done records of `version` written straight to the database in one session,
+    `answers[(label, confidence)]` of each, created `hours_ago`: a day of traffic
+    in a moment, unless `fields` say otherwise. No image behind them (drift reads
+    labels and scores only). Returns how many."""
+    from datetime import timedelta
+
+    from core.db import Prediction, utcnow
+
+    created = utcnow() - timedelta(hours=hours_ago)
+    rows = [Prediction(**{"status": "done", "label": label, "confidence": confidence,
+                          "top_k": [{"label": label, "score": confidence}],
+                          "model_version": version, "source": "page",
+                          "filename": f"answer-{i}.jpg", "image_sha256": "0" * 64,
+                          "image_format": "jpg", "width": 64, "height": 48, "size_bytes": 100,
+                          "created_at": created, "finished_at": created} | fields)
+            for (label, confidence), count in answers.items() for i in range(count)]
+    with db.session() as opened:
+        opened.add_all(rows)
+    return len(rows)
+
+
+class WebhookReceiver:
+    """What `webhook_receiver` got: each POST's headers and raw body, in order."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.received: list[dict] = []
+
+    def events(self) -> list[dict]:
+        return [json.loads(r["body"]) for r in self.received]
+
+
+@contextmanager
+def webhook_receiver(statuses: list[int] | None = None) -> Iterator[WebhookReceiver]:
+    """A webhook receiver on a free loopback port: keeps every POST and answers the
+    i-th with statuses[i] (200 once they run out), an empty body each time."""
+    answers = list(statuses or [])
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            receiver.received.append({"headers": dict(self.headers), "body": body,
+                                      "path": self.path})
+            self.send_response(answers.pop(0) if answers else 200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    receiver = WebhookReceiver(f"http://127.0.0.1:{server.server_address[1]}/hooks/classifier")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # --- ports and waiting -----------------------------------------------------------------------
 
 def free_port() -> int:

@@ -6,21 +6,24 @@ against the version Serving answers with (trainer/gate.py), and promotes it
 with one rename if it passes; a rejected candidate stays in candidates/ with
 its figures. Its row in `training_runs` carries the phase, the progress and a
 heartbeat the whole time, so the models page can show it and a dead worker's
-run can be told from a slow one (core/training.py).
+run can be told from a slow one (core/training.py). Its end, whichever it is,
+goes to the webhook as "training_run.finished".
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 from sqlalchemy import update
 
-from core import model_files
+from core import model_files, webhooks
 from core.db import Database, TrainingRun, utcnow
 from core.lifecycle.connections import Connections, for_this_process
 from core.serving_client import ServingRequestError
@@ -30,6 +33,8 @@ from trainer.errors import DatasetError, TrainerError
 from trainer.features import FeatureCache
 from trainer.recipe import Recipe
 from trainer.train import Result, train, view_features
+
+log = logging.getLogger(__name__)
 
 #: Seconds between two progress writes: often enough for a progress bar.
 WRITE_EVERY = 0.5
@@ -123,12 +128,19 @@ def reviewed_examples(conns: Connections, class_names: list[str]) -> tuple[list[
 
 
 def execute(run_id: str) -> str:
-    """The training run `run_id`, start to finish; returns its final status."""
+    """The training run `run_id`, start to finish; returns its final status. However
+    it ends, the webhook is told (core/webhooks.py) once the row says so."""
     conns = for_this_process()
-    settings = conns.settings
-    model = settings.model_dir
     if not _start(conns.db, run_id):
         return "not queued"
+    try:
+        return _execute(conns, run_id)
+    finally:
+        _announce(conns, run_id)
+
+
+def _execute(conns: Connections, run_id: str) -> str:
+    model = conns.settings.model_dir
     try:
         with Reporter(conns.db, run_id) as reporter:
             status, message, figures = _run(conns, model, reporter)
@@ -147,6 +159,27 @@ def execute(run_id: str) -> str:
         run.progress = 1.0
         finish(run, status, message)
     return str(status)
+
+
+def _announce(conns: Connections, run_id: str) -> None:
+    """Tells the webhook "training_run.finished", with the run's row as it ended."""
+    try:
+        with conns.db.session() as session:
+            run = session.get(TrainingRun, run_id)
+            gate = run.gate if isinstance(run.gate, dict) else {}
+            data = {"id": run.id, "status": run.status, "version": run.version,
+                    "message": run.message, "gate_decision": gate.get("decision"),
+                    "gate_reason": gate.get("reason"), "requested_by": run.requested_by,
+                    "base_images": run.base_images, "reviewed_images": run.reviewed_images,
+                    "started_at": _iso(run.started_at), "finished_at": _iso(run.finished_at)}
+    except Exception:  # the database gone: the run's own end is what matters
+        log.exception("training run %s: the webhook was not told", run_id)
+        return
+    webhooks.notify(conns, "training_run.finished", data)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat(timespec="seconds") + "Z"
 
 
 def _start(db: Database, run_id: str) -> bool:
