@@ -19,6 +19,7 @@ from sklearn.metrics import (  # noqa: E402
     precision_recall_fscore_support,
 )
 
+from core.rollout import drift  # noqa: E402
 from trainer.data import Example, Scan, file_sha256  # noqa: E402
 
 
@@ -47,6 +48,13 @@ def per_class(labels: Sequence[int], scores: np.ndarray,
         },
         "confusion_matrix": confusion_matrix(labels, predicted, labels=classes).tolist(),
     }
+
+
+def reference(scores: np.ndarray, class_names: Sequence[str]) -> dict[str, object]:
+    """metrics.json's "reference": the class mix and top-score mix of these (calibrated,
+    so Serving's) scores, which the site's drift check compares recent answers with."""
+    return drift.reference(class_names, [class_names[i] for i in scores.argmax(axis=1)],
+                           scores.max(axis=1).tolist())
 
 
 def plot_curves(history: dict[str, list[float]], path: Path, *, fine_tune_from: int | None) -> None:

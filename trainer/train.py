@@ -234,6 +234,8 @@ def train(data_dir: Path, model_dir: Path, recipe: Recipe, *,
             "head_epochs": learned.head_epochs,
             **{name: report.scores_summary(labels[name], s) for name, s in scores.items()},
             "calibration": learned.calibration,
+            # After calibration, as Serving answers: what drift is measured against.
+            "reference": report.reference(scores["val"], names),
             "robustness": {"degraded_test_accuracy": float(np.mean(list(robustness.values()))),
                            "per_degradation": robustness},
             "artifacts": artifacts,

@@ -1,5 +1,6 @@
 """The workers' periodic checks of the model in service: the canary guard
-(core/rollout/guard.py), every ROLLOUT_CHECK_INTERVAL seconds.
+(core/rollout/guard.py), every ROLLOUT_CHECK_INTERVAL seconds, and drift
+(core/rollout/drift.py), every DRIFT_CHECK_INTERVAL seconds.
 
 However many workers run, one does each check per interval: the first to
 ask after a Redis key expired sets it again (SET NX EX) and runs the check.
@@ -14,14 +15,15 @@ from collections.abc import Callable
 from redis import RedisError
 
 from core.lifecycle.connections import Connections
-from core.rollout import guard
+from core.rollout import drift, guard
 
 log = logging.getLogger(__name__)
 
 
 def checks(conns: Connections) -> list[tuple[str, float, Callable[[Connections], object]]]:
     """(name, interval in seconds, check) of every periodic check."""
-    return [("rollout-guard", conns.settings.rollout.check_interval, guard.check)]
+    return [("rollout-guard", conns.settings.rollout.check_interval, guard.check),
+            ("drift", conns.settings.monitoring.drift_interval, drift.check)]
 
 
 def start_watching(conns: Connections) -> None:

@@ -1,4 +1,5 @@
-"""Statistics: the records' figures from the database and the queue's from Redis."""
+"""Statistics: the records' figures from the database, the queue's from Redis, and
+each recently answering version's drift from its validation split (core/rollout/drift.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from redis import RedisError
 from rq import Worker
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
+from core.rollout import drift
 from frontend import queries
 from frontend.admin import bp
 from frontend.services import services
@@ -17,15 +19,17 @@ def stats():
     with services().db.session() as db:
         figures = queries.statistics(db)
         confusion = queries.confusion(db)
+        drifts = drift.recent(db, services().settings)
     return render_template("admin/stats.html", s=figures, queue=_queue_state(),
-                           confusion=confusion)
+                           confusion=confusion, drift=drifts)
 
 
 @bp.get("/api/stats")
 def api_stats():
     with services().db.session() as db:
         figures = queries.statistics(db) | {"confusion": queries.confusion(db)}
-    return jsonify(figures | {"queue": _queue_state()})
+        drifts = [d.as_json() for d in drift.recent(db, services().settings)]
+    return jsonify(figures | {"queue": _queue_state(), "drift": drifts})
 
 
 def _queue_state() -> dict:
