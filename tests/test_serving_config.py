@@ -21,7 +21,7 @@ def test_the_repositorys_config_files_parse():
     models = config.read_model_server_config(ROOT / "serving" / "models.config")
     (model,) = models.model_config_list.config
     assert (model.name, model.base_path) == ("classifier", "/models/classifier")
-    assert versions.describe(model.model_version_policy) == "latest 1"
+    assert versions.describe(model.model_version_policy) == "all"
     assert config.read_batching_parameters(ROOT / "serving" / "batching.config") == \
         config.BatchingOptions(max_batch_size=32, batch_timeout_micros=0,
                                max_enqueued_batches=100, num_batch_threads=1)
