@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.rollout.state import Role
+
 #: The image types the site takes (frontend/uploads.py FORMATS), as multipart parts.
 IMAGE_TYPES = "image/jpeg, image/png, image/gif, image/bmp, image/webp"
 STATUSES = ["queued", "running", "done", "failed"]
@@ -215,13 +217,16 @@ def components() -> dict[str, Any]:
                 "top_k": {"type": "array", "items": object_schema(
                     {"label": text, "score": {"type": "number"}})},
                 "model_version": {"type": "integer", "description": "the version that answered"},
+                "model_role": {"enum": [*(r.value for r in Role), None],
+                               "description": "the roll-out side that answered (null: "
+                                              "answered before roll-outs were recorded)"},
                 "seconds": {"type": "number", "description": "upload to result"},
                 "serving_ms": nullable("number"),
                 "error": nullable("string", description="why it failed"),
             }, allOf=[
                 {"if": {"properties": {"status": {"const": "done"}}},
                  "then": {"required": ["label", "confidence", "uncertain", "top_k",
-                                       "model_version", "finished_at", "seconds",
+                                       "model_version", "model_role", "finished_at", "seconds",
                                        "serving_ms"]}},
                 {"if": {"properties": {"status": {"const": "failed"}}},
                  "then": {"required": ["error", "finished_at"]}},

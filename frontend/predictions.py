@@ -215,7 +215,8 @@ def prediction_json(p: Prediction, *, uncertain_below: float) -> dict[str, Any]:
     if p.status == Status.DONE:
         body |= {"label": p.label, "confidence": p.confidence,
                  "uncertain": uncertain(p.confidence, uncertain_below), "top_k": p.top_k,
-                 "model_version": p.model_version, "finished_at": iso(p.finished_at),
+                 "model_version": p.model_version, "model_role": p.model_role,
+                 "finished_at": iso(p.finished_at),
                  "seconds": p.seconds, "serving_ms": p.serving_ms}
     elif p.status == Status.FAILED:
         body |= {"error": p.error, "finished_at": iso(p.finished_at)}

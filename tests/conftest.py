@@ -44,6 +44,7 @@ TOGETHER = {
     "tests/test_serving_images.py": "fruit model",
     "tests/test_browser.py": "browser",  # one Chromium
     "tests/test_serving_contract.py": "half_plus_two",
+    "tests/test_rollout_pipeline.py": "rollout",  # three versions in one Serving
 }
 
 

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from core.db import Database, Prediction
     from core.storage import ImageStore
+    from tests.serving_process import ServingProcess
 
 # --- photos the shapes model can classify ----------------------------------------------------
 
@@ -576,6 +577,17 @@ def add_admin(db: Database, username: str, password: str) -> int:
         return user.id
 
 
+def new_token(runner, name: str = "admin") -> str:
+    """A bearer token for /admin/api/*, made by `flask create-token` (the app's CLI runner)."""
+    result = runner.invoke(args=["create-token", name])
+    assert result.exit_code == 0, result.output
+    return result.output.strip().splitlines()[-1]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 def admin_sessions(db: Database, username: str) -> list:
     """Every AdminSession row of the administrator, the oldest first."""
     from sqlalchemy import select
@@ -659,3 +671,42 @@ def stand_in_serving(predict: Callable[[], tuple[int, dict]]) -> Iterator[str]:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
+
+
+# --- roll-outs: versions that answer differently -------------------------------------------
+
+def constant_classifier(folder: Path, classes: list[str], answer: str) -> Path:
+    """A SavedModel with the model contract (core/contract.py) that answers `answer`
+    for any image, sure of it: a version deliberately worse than a trained one.
+    Written under a staging name and renamed, as the trainer publishes."""
+    import tensorflow as tf
+
+    from core.contract import CLASSES, INPUT, SCORES, SIGNATURE
+
+    scores = [1.0 if name == answer else 0.0 for name in classes]
+
+    class Constant(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT)])
+        def serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+            rows = tf.shape(images)[0]
+            return {SCORES: tf.tile(tf.constant([scores]), [rows, 1]),
+                    CLASSES: tf.tile(tf.constant([classes]), [rows, 1])}
+
+    module = Constant()
+    staging = folder.parent / f".staging-{folder.name}"
+    tf.saved_model.save(module, str(staging), signatures={SIGNATURE: module.serve})
+    os.rename(staging, folder)
+    return folder
+
+
+def serve_every_version(model_dir: Path, log: Path) -> ServingProcess:
+    """The embedded Serving with every version of `model_dir` loaded at once
+    (`model_version_policy { all {} }`), polled every half second."""
+    from tests.serving_process import ServingProcess
+
+    config = model_dir.parent / f"{model_dir.name}.config"
+    config.write_text(f'model_config_list {{ config {{ name: "classifier" base_path: '
+                      f'"{model_dir}" model_platform: "tensorflow" '
+                      f'model_version_policy {{ all {{ }} }} }} }}')
+    return ServingProcess([f"--model_config_file={config}",
+                           "--file_system_poll_wait_seconds=0.5"], log).start()

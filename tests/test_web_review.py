@@ -18,7 +18,13 @@ from sqlalchemy import select
 
 from core.db import ApiToken, Status
 from core.serving_client import Prediction as Answer
-from tests.factories import add_prediction, model_version_files, stored_prediction
+from tests.factories import (
+    add_prediction,
+    bearer,
+    model_version_files,
+    new_token,
+    stored_prediction,
+)
 
 NOON = datetime(2026, 4, 1, 12, 0)
 
@@ -38,16 +44,6 @@ def answered(db, store, seed: int, label: str = "apple", confidence: float = 0.9
                                     (others[1], rest / 2)),
                           created_at=NOON + timedelta(minutes=minutes),
                           finished_at=NOON + timedelta(minutes=minutes, seconds=1), **fields)
-
-
-def new_token(runner, name: str = "admin") -> str:
-    result = runner.invoke(args=["create-token", name])
-    assert result.exit_code == 0, result.output
-    return result.output.strip().splitlines()[-1]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def send_review(client, prediction_id: str, label, **kwargs):
@@ -364,7 +360,7 @@ def test_the_openapi_document_describes_uncertain(client):
 def test_the_worker_stores_the_gap_between_the_two_best_scores():
     from worker import tasks
 
-    done = tasks._done(Answer("pear", 0.5, {"apple": 0.3, "pear": 0.5, "plum": 0.2}), 3, 12.0)
+    done = tasks._done(Answer("pear", 0.5, {"apple": 0.3, "pear": 0.5, "plum": 0.2}), 12.0)
     assert done["margin"] == pytest.approx(0.2)
     assert [t["label"] for t in done["top_k"]] == ["pear", "apple", "plum"]
     assert json.dumps(done["top_k"])  # stored as JSON

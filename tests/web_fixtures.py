@@ -30,10 +30,19 @@ from werkzeug.security import generate_password_hash
 
 from core import migrate
 from core.db import AdminSession, ApiKey, ApiToken, Batch, Database, Prediction, TrainingRun, User
+from core.rollout.records import RolloutEvent, RolloutRow
 from core.settings import ROOT
 from core.storage import ImageStore
-from tests.factories import database, session, stop
-from tests.serving_process import ServingProcess
+from tests.factories import (
+    SHAPES,
+    constant_classifier,
+    database,
+    serve_every_version,
+    session,
+    stop,
+    wait_until,
+)
+from tests.serving_process import ServingProcess, available_versions
 
 REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 #: The first of the web tests' Redis databases, one per xdist worker from here up.
@@ -97,7 +106,8 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """Each database in turn, emptied before the test."""
     url = request.getfixturevalue(f"{request.param}_url")
     with session(url) as emptying:
-        for table in (Prediction, Batch, ApiToken, AdminSession, ApiKey, User, TrainingRun):
+        for table in (Prediction, Batch, ApiToken, AdminSession, ApiKey, User, TrainingRun,
+                      RolloutRow, RolloutEvent):
             emptying.execute(delete(table))
     yield url
 
@@ -199,6 +209,30 @@ def shapes_server(tmp_path_factory: pytest.TempPathFactory, trained) -> Iterator
                              f"--model_base_path={trained.version_dir.parent}"], log).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def rollout_versions(tmp_path_factory: pytest.TempPathFactory, trained) -> Iterator[ServingProcess]:
+    """The embedded Serving with three versions loaded at once: 1 the shapes model,
+    2 a deliberately worse one (it says "circle" to everything), 3 a copy of 1."""
+    model_dir = tmp_path_factory.mktemp("rollout") / "classifier"
+    shutil.copytree(trained.version_dir, model_dir / "1")
+    constant_classifier(model_dir / "2", sorted(SHAPES), "circle")
+    shutil.copytree(trained.version_dir, model_dir / "3")
+    server = serve_every_version(model_dir, model_dir.parent / "serving.log")
+    wait_until(lambda: available_versions(server.client("classifier")) == {1, 2, 3}, 120,
+               "three versions loaded")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def rollout_serving(rollout_versions: ServingProcess, env: dict[str, str],
+                    monkeypatch: pytest.MonkeyPatch) -> ServingProcess:
+    """The three versions are what this test's site and workers use (ask before `app`)."""
+    monkeypatch.setenv("SERVING_URL", rollout_versions.url)
+    env["SERVING_URL"] = rollout_versions.url
+    return rollout_versions
 
 
 @pytest.fixture

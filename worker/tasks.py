@@ -1,8 +1,10 @@
 """The jobs RQ workers run: classify stored uploads through Serving, store the answers.
 
-One job holds one upload or a chunk of a batch, sent to Serving in one predict
-call pinned to the newest AVAILABLE version, so the record names the version
-that really answered. Writes are guarded by status: a job that runs twice
+One job holds one upload or a chunk of a batch. The roll-out state (core/rollout)
+says which version answers each record; the records of one version go to
+Serving in one predict call pinned to it, so each record names the version
+that really answered and in which role. The shadow's answers are stored
+beside the real ones. Writes are guarded by status: a job that runs twice
 (a retry, the sweeper) never writes a second result.
 """
 
@@ -11,7 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
 
 from redis import Redis, RedisError
@@ -23,9 +27,12 @@ from core.db import Database, Prediction, utcnow
 from core.lifecycle.connections import Connections, for_this_process
 from core.lifecycle.jobs import channel
 from core.lifecycle.status import UNFINISHED, Status
+from core.rollout import store as rollout_store
+from core.rollout.state import Mode, Role, route, shadowed
 from core.serving_client import Prediction as Answer
 from core.serving_client import ServingClient, ServingRequestError
 from core.uncertainty import margin
+from worker import metrics
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,7 @@ class ServingUnavailable(Exception):
 
 def predict(prediction_ids: list[str]) -> dict[str, int]:
     """Classifies these uploads; returns how many were done, failed and skipped."""
+    started = time.perf_counter()
     r = for_this_process()
     rows = _start(r.db, prediction_ids)
     outcomes: list[tuple[str, dict[str, object]]] = []
@@ -53,19 +61,21 @@ def predict(prediction_ids: list[str]) -> dict[str, int]:
             outcomes.append((row.id, _failed("the image is missing from storage")))
     if images:
         try:
-            version = _served_version(r.serving)
+            plan = _plan(r, list(images))
         except ServingRequestError as exc:  # not retryable: a wrong model name, say
             outcomes += [(pid, _failed(_readable(exc))) for pid in images]
         else:
-            answers, serving_ms = _classify(r.serving, list(images.values()), version)
-            for prediction_id, answer in zip(images, answers, strict=True):
-                outcomes.append((prediction_id, _failed(_readable(answer))
-                                 if isinstance(answer, ServingRequestError)
-                                 else _done(answer, version, serving_ms)))
+            outcomes += _answer(r.serving, images, plan)
     written = _write(r, outcomes)
     counts = {"done": 0, "failed": 0, "skipped": len(prediction_ids) - len(written)}
+    for prediction_id, values in outcomes:
+        if prediction_id in written and "model_version" in values:
+            ms = values.get("serving_ms")
+            metrics.answered(values["model_version"], values["model_role"], values["status"],
+                             ms / 1000 if isinstance(ms, float) else None)
     for status in written.values():
         counts[status] += 1
+    metrics.job_done(time.perf_counter() - started, counts)
     return counts
 
 
@@ -106,18 +116,93 @@ def _start(db: Database, ids: Sequence[str]) -> list[Prediction]:
     return sorted(rows, key=lambda row: order[row.id])
 
 
-def _served_version(client: ServingClient) -> int:
-    """The version TF Serving routes unpinned requests to: the newest AVAILABLE one."""
+@dataclass
+class Plan:
+    """Who answers each record of a job: (version, role), and the shadow's records."""
+
+    routes: dict[str, tuple[int, Role]]
+    shadow: int | None = None
+    shadowed: list[str] = field(default_factory=list)
+
+    def groups(self) -> dict[tuple[int, Role], list[str]]:
+        found: dict[tuple[int, Role], list[str]] = defaultdict(list)
+        for prediction_id, side in self.routes.items():
+            found[side].append(prediction_id)
+        return found
+
+
+def _plan(r: Connections, ids: list[str]) -> Plan:
+    """Routes by the roll-out state among the versions Serving has AVAILABLE: a canary
+    that is not loaded gives its records to stable; a stable that is not loaded
+    holds them back (ServingUnavailable, retried), as no other version may answer."""
+    available = _available(r.serving)
+    with r.db.session() as session:
+        state = rollout_store.load(session).state
+    if state.mode is Mode.PINNED and state.stable not in available:
+        raise ServingUnavailable(f"stable version {state.stable} is not loaded on Serving")
+    routes = {}
+    for prediction_id in ids:
+        version, role = route(state, prediction_id, max(available))
+        if version not in available:
+            version, role = state.stable, Role.STABLE
+        routes[prediction_id] = (version, role)
+    plan = Plan(routes)
+    if state.shadow in available:
+        share = r.settings.rollout.shadow_share
+        plan.shadow = state.shadow
+        plan.shadowed = [pid for pid in ids if shadowed(state, pid, share)]
+    return plan
+
+
+def _available(client: ServingClient) -> set[int]:
     try:
         states = client.status()
     except ServingRequestError as exc:
         if exc.retryable:
             raise ServingUnavailable(exc.message) from exc
         raise
-    available = [int(s["version"]) for s in states if s["state"] == "AVAILABLE"]
+    available = {int(s["version"]) for s in states if s["state"] == "AVAILABLE"}
     if not available:
         raise ServingUnavailable(f"model {client.model!r} has no version loaded yet")
-    return max(available)
+    return available
+
+
+def _answer(client: ServingClient, images: dict[str, bytes],
+            plan: Plan) -> list[tuple[str, dict[str, object]]]:
+    outcomes: list[tuple[str, dict[str, object]]] = []
+    labels: dict[str, str] = {}
+    for (version, role), ids in plan.groups().items():
+        answers, serving_ms = _classify(client, [images[i] for i in ids], version)
+        for prediction_id, answer in zip(ids, answers, strict=True):
+            served = {"model_version": version, "model_role": str(role)}
+            if isinstance(answer, ServingRequestError):
+                outcomes.append((prediction_id, _failed(_readable(answer)) | served))
+            else:
+                labels[prediction_id] = answer.label
+                outcomes.append((prediction_id, _done(answer, serving_ms) | served))
+    shadows = _shadow(client, images, plan, labels)
+    return [(pid, values | shadows.get(pid, {})) for pid, values in outcomes]
+
+
+def _shadow(client: ServingClient, images: dict[str, bytes], plan: Plan,
+            labels: dict[str, str]) -> dict[str, dict[str, object]]:
+    """The shadow's answers to the answered records it was given; its failures cost
+    the records nothing."""
+    ids = [pid for pid in plan.shadowed if pid in labels]
+    if plan.shadow is None or not ids:
+        return {}
+    try:
+        answers, _ = _classify(client, [images[i] for i in ids], plan.shadow)
+    except ServingUnavailable as exc:
+        log.warning("shadow version %s did not answer: %s", plan.shadow, exc)
+        return {}
+    found = {}
+    for prediction_id, answer in zip(ids, answers, strict=True):
+        if isinstance(answer, Answer):
+            found[prediction_id] = {"shadow_version": plan.shadow, "shadow_label": answer.label,
+                                    "shadow_confidence": float(answer.confidence)}
+            metrics.shadow_compared(plan.shadow, answer.label == labels[prediction_id])
+    return found
 
 
 def _classify(client: ServingClient, images: list[bytes],
@@ -137,11 +222,11 @@ def _classify(client: ServingClient, images: list[bytes],
     return answers, (time.perf_counter() - started) * 1000 / max(len(images), 1)
 
 
-def _done(answer: Answer, version: int, serving_ms: float) -> dict[str, object]:
+def _done(answer: Answer, serving_ms: float) -> dict[str, object]:
     top = [{"label": k, "score": float(v)}
            for k, v in sorted(answer.scores.items(), key=lambda kv: kv[1], reverse=True)[:TOP_K]]
     return {"status": Status.DONE, "label": answer.label, "confidence": float(answer.confidence),
-            "margin": margin(top), "model_version": version, "serving_ms": serving_ms,
+            "margin": margin(top), "serving_ms": serving_ms,
             "error": None, "top_k": top}
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import credentials
+from core.settings.monitoring import MonitoringSettings
 from core.settings.readers import (
     ROOT,
     SettingsError,
@@ -22,7 +23,6 @@ from core.settings.readers import (
     env_path,
     env_secret,
 )
-from core.settings.monitoring import MonitoringSettings
 from core.settings.rollout import RolloutSettings
 
 #: Signs development sessions only; production must bring its own SECRET_KEY.

@@ -38,6 +38,7 @@ from frontend.admin import (  # noqa: E402, F401
     models,
     records,
     review_queue,
+    rollout,
     sessions,
     stats,
 )

@@ -4,12 +4,14 @@ followed by static/models.js through frontend/admin/api.py)."""
 
 from __future__ import annotations
 
-from flask import abort, render_template, send_file
+from flask import abort, render_template, request, send_file
 
 from core import model_files
+from core.rollout import monitor
+from core.rollout import store as rollout_store
 from core.serving_client import ServingRequestError
 from core.training import ACTIVE
-from frontend import model_history, runs
+from frontend import model_history, rollout, runs
 from frontend.admin import bp
 from frontend.services import services
 from frontend.versions import REPORT_FILES, report_path, reports, served_versions
@@ -30,6 +32,7 @@ def models():
     with svc.db.session() as db:
         live = model_history.live_accuracy(db)
         by_version = model_history.runs_by_version(db)
+        rolled = _rollout(db, settings)
     history = {v: {"origin": model_history.origin(found.get(v), by_version.get(v)),
                    "gate": model_history.gate_rows(by_version[v].gate if v in by_version
                                                    else None),
@@ -41,7 +44,26 @@ def models():
                            unserved=sorted(set(found) - served - set(candidates), reverse=True),
                            candidates=candidates, history=history, runs=recent,
                            active=next((r for r in recent if r.status in ACTIVE), None),
-                           model=settings.model_name, serving_url=settings.serving_url)
+                           model=settings.model_name, serving_url=settings.serving_url,
+                           **rolled)
+
+
+def _rollout(db, settings) -> dict:
+    """What the roll-out section shows (templates/admin/_rollout.html)."""
+    window = request.args.get("window", monitor.DEFAULT_WINDOW)
+    if window not in monitor.WINDOWS:
+        abort(400, f"window must be one of {', '.join(monitor.WINDOWS)}")
+    stored = rollout_store.load(db)
+    shadow = stored.state.shadow
+    return {"rollout": stored, "window": window, "windows": list(monitor.WINDOWS),
+            "figures": monitor.figures(db, monitor.since(window),
+                                       uncertain_below=settings.uncertain_below),
+            "comparison": rollout.comparison(db, stored,
+                                             uncertain_below=settings.uncertain_below),
+            "shadow_agreement": rollout.shadow_agreement(db, shadow) if shadow else {},
+            "events": rollout_store.events(db), "rules": settings.rollout,
+            "shadow_share": settings.rollout.shadow_share,
+            "auto_canary_share": settings.rollout.auto_canary_share}
 
 
 @bp.get("/models/<int:version>/<name>")

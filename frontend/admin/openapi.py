@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.rollout.state import MAX_CANARY_SHARE, Mode
 from core.training import RunStatus
 from frontend.openapi import (
     STATUSES,
@@ -94,6 +95,14 @@ def paths() -> dict[str, Any]:
         "/admin/api/training-runs/{run_id}/cancel": {"post": op(
             "Cancel a queued or running training run", run, 404, 409,
             parameters=[path_id("run_id")])},
+        "/admin/api/rollout": {
+            "get": op("The roll-out state", ref("schemas", "Rollout")),
+            "put": op("Change the roll-out state; every version named must be AVAILABLE",
+                      ref("schemas", "Rollout"), 409, body=ref("schemas", "Rollout"))},
+        "/admin/api/rollout/auto-canary": {"put": op(
+            "Whether a version passing the training gate becomes the canary",
+            object_schema({"auto_canary": {"type": "boolean"}}), 409,
+            body=object_schema({"enabled": {"type": "boolean"}}))},
         "/admin/api/models/{version}/promote": {"post": op(
             "Serve a candidate version by hand (never fuzzed)", object_schema({
                 "version": {"type": "integer"}, "promoted": {"const": True},
@@ -109,6 +118,11 @@ def schemas() -> dict[str, Any]:
         "Record": {"allOf": [ref("schemas", "Prediction"), object_schema({
             "correct": nullable("boolean"), "true_label": nullable("string"),
             "reviewed_by": nullable("string"), "reviewed_at": nullable("string")})]},
+        "Rollout": object_schema({
+            "mode": {"enum": [m.value for m in Mode]},
+            "stable": nullable("integer"), "canary": nullable("integer"),
+            "canary_share": {"type": "number", "minimum": 0, "maximum": MAX_CANARY_SHARE},
+            "shadow": nullable("integer")}),
         "TrainingRun": object_schema({
             "id": text, "status": {"enum": [s.value for s in RunStatus]},
             "phase": nullable("string"),
