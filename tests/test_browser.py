@@ -135,6 +135,13 @@ def site_without_serving(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture
+def site_with_versions(env: dict[str, str], rollout_serving, tmp_path: Path) -> Iterator[str]:
+    """The site on a Serving with three versions loaded (tests/web_fixtures.py)."""
+    with gunicorn(tmp_path) as url:
+        yield url
+
+
 @dataclass
 class Visit:
     """A browser tab on the site that screenshots each step and collects script errors."""
@@ -200,6 +207,13 @@ def visit_without_serving(browser: Browser, site_without_serving: str,
                           request: pytest.FixtureRequest) -> Iterator[Visit]:
     """A tab on the site alone (`site_without_serving`)."""
     with opened_tab(browser, site_without_serving, request) as tab:
+        yield tab
+
+
+@pytest.fixture
+def visit_with_versions(browser: Browser, site_with_versions: str,
+                        request: pytest.FixtureRequest) -> Iterator[Visit]:
+    with opened_tab(browser, site_with_versions, request) as tab:
         yield tab
 
 
@@ -633,3 +647,56 @@ def test_the_loop_in_the_browser_review_by_keyboard_retrain_and_the_new_version_
     expect(row).to_contain_text("AVAILABLE")
     expect(page.locator("#version-2")).to_contain_text("6 reviewed")
     visit.check("new-version")
+
+
+def test_an_admin_starts_a_canary_on_the_models_page_and_watches_it_against_stable(
+        visit_with_versions: Visit, admin_user, db, store):
+    """rollout.js: the form PUTs the state with the page's CSRF token; a version that
+    is not loaded is refused with the API's words; with a canary running, the page
+    compares it with stable, and "Stop the canary" takes its share away."""
+    from playwright.sync_api import expect
+
+    visit = visit_with_versions
+    page = visit.page
+    name, password = admin_user
+    page.goto("/admin/login?next=/admin/models")
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("#rollout-state")).to_contain_text("Mode newest")
+    visit.check("newest")
+
+    form = page.locator("#rollout-form")
+    form.get_by_label("Mode").select_option("pinned")
+    form.get_by_label("Stable").fill("1")
+    form.get_by_label("Canary", exact=True).fill("9")
+    form.get_by_label("Canary share (%)").fill("20")
+    form.get_by_role("button", name="Apply").click()
+    expect(page.locator("#rollout-message")).to_contain_text("version 9 is not AVAILABLE")
+    assert [e for e in visit.errors if "409 (CONFLICT)" in e]  # the browser's note of it
+    visit.errors.clear()
+    visit.check("refused")
+
+    form.get_by_label("Canary", exact=True).fill("2")
+    form.get_by_role("button", name="Apply").click()  # the page reloads with the new state
+    expect(page.locator("#rollout-state")).to_contain_text(
+        "version 2 the canary with 20.0% of predictions")
+    expect(page.locator("#canary-vs-stable")).to_be_visible()
+    for seed in range(4):
+        add_prediction(db, store, seed, model_version=2, model_role="canary", label="circle",
+                       correct=seed == 0, true_label="square")
+        add_prediction(db, store, 10 + seed, model_version=1, model_role="stable",
+                       label="square", correct=True, true_label="square")
+    page.reload()
+    comparison = page.locator("#canary-vs-stable")
+    expect(comparison.locator("tr", has_text="Accuracy on reviewed")).to_contain_text(
+        "25.0%")
+    expect(comparison.locator("tr", has_text="Accuracy difference")).to_contain_text(
+        "-75.0 points")
+    expect(page.locator("#version-figures")).to_contain_text("canary")
+    visit.check("canary-running")
+
+    page.get_by_role("button", name="Stop the canary").click()
+    expect(page.locator("#rollout-state")).not_to_contain_text("canary with")
+    expect(page.locator("#rollout-events")).to_contain_text("version 1 is stable")
+    visit.check("canary-stopped")

@@ -154,3 +154,74 @@ def test_a_worse_canary_is_rolled_back_once_reviews_show_it_behind(
     assert "reviewed records" in events[0].message
     page = logged_in(request).get("/admin/models").get_data(as_text=True)
     assert "event-rollback" in page and f"version {WORSE} rolled back" in page
+
+
+def canary_since_now(env, state: State) -> None:
+    with session(env["DATABASE_URL"]) as db:
+        rollout_store.save(db, state, by="test", seen=rollout_store.load(db))
+
+
+def test_a_canary_failing_more_often_than_stable_is_rolled_back(rollout_serving, env, db, store,
+                                                               monkeypatch):
+    """The guard's other ground: failures, judged on enough predictions only."""
+    from core.lifecycle.connections import Connections
+    from core.rollout import guard
+    from core.settings import get_settings
+    from tests.factories import add_prediction
+
+    monkeypatch.setenv("ROLLBACK_MIN_PREDICTIONS", "20")
+    canary_since_now(env, State(Mode.PINNED, 1, WORSE, 0.5))
+    conns = Connections.from_settings(get_settings())
+    for seed in range(19):
+        add_prediction(db, store, seed, model_version=WORSE, model_role="canary",
+                       status="failed", error="the model server refused it")
+        add_prediction(db, store, 100 + seed, model_version=1, model_role="stable")
+    assert guard.check(conns) is None  # 19 predictions: not enough evidence yet
+    add_prediction(db, store, 99, model_version=WORSE, model_role="canary", status="failed",
+                   error="the model server refused it")
+    message = guard.check(conns)
+    assert message and "failed 100.0% of 20 predictions" in message
+    with session(env["DATABASE_URL"]) as opened:
+        assert rollout_store.load(opened).state == State(Mode.PINNED, 1)
+    conns.close()
+
+
+def test_a_canary_no_worse_than_stable_keeps_its_share(rollout_serving, env, db, store):
+    from core.lifecycle.connections import Connections
+    from core.rollout import guard
+    from core.settings import get_settings
+    from tests.factories import add_prediction
+
+    canary_since_now(env, State(Mode.PINNED, 1, 3, 0.5))
+    for seed in range(60):
+        version, role = (3, "canary") if seed % 2 else (1, "stable")
+        add_prediction(db, store, seed, model_version=version, model_role=role,
+                       correct=seed % 10 != 0, true_label="apple")
+    conns = Connections.from_settings(get_settings())
+    assert guard.check(conns) is None
+    with session(env["DATABASE_URL"]) as opened:
+        assert rollout_store.load(opened).state.canary == 3
+    conns.close()
+
+
+def test_with_automatic_canaries_a_version_passing_the_gate_becomes_the_canary_once(
+        rollout_serving, client, token, env, db):
+    from core.lifecycle.connections import Connections
+    from core.rollout import guard
+    from core.settings import get_settings
+    from tests.factories import add_training_run
+
+    put(client, token)
+    assert client.put("/admin/api/rollout/auto-canary", json={"enabled": "yes"},
+                      headers=token).status_code == 400
+    assert client.put("/admin/api/rollout/auto-canary", json={"enabled": True},
+                      headers=token).json == {"auto_canary": True}
+    add_training_run(db, status="promoted", version=3)
+    conns = Connections.from_settings(get_settings())
+    assert "version 3 passed the training gate" in guard.check(conns)
+    assert client.get("/admin/api/rollout", headers=token).json == {
+        "mode": "pinned", "stable": 1, "canary": 3, "canary_share": 0.1, "shadow": None}
+    put(client, token)  # an administrator stops it: it is not made the canary again
+    assert guard.check(conns) is None
+    assert client.get("/admin/api/rollout", headers=token).json["canary"] is None
+    conns.close()
