@@ -19,6 +19,7 @@ from core.lifecycle.connections import Connections
 from core.rollout import monitor, store
 from core.rollout.state import Role, State, parse
 from core.serving_client import ServingRequestError
+from core.settings import Settings
 from frontend.versions import served_versions
 
 
@@ -32,6 +33,10 @@ class ServingDown(Exception):
 
 class Changed(Exception):
     """Someone else changed the state between our read and our write."""
+
+
+class BadWindow(ValueError):
+    """A window the pages do not offer."""
 
 
 def current(svc: Connections) -> store.Stored:
@@ -87,6 +92,17 @@ def _describe(state: State) -> str:
     if state.shadow is not None:
         parts.append(f"version {state.shadow} the shadow")
     return ", ".join(parts)
+
+
+def figures_for(db: Session, settings: Settings, window: str | None) -> dict:
+    """Each version's figures over a window the pages offer (the default if None),
+    as templates/admin/_versions_figures.html shows them."""
+    window = window or monitor.DEFAULT_WINDOW
+    if window not in monitor.WINDOWS:
+        raise BadWindow(f"window must be one of {', '.join(monitor.WINDOWS)}")
+    return {"window": window, "windows": list(monitor.WINDOWS),
+            "figures": monitor.figures(db, monitor.since(window),
+                                       uncertain_below=settings.uncertain_below)}
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from flask import abort, render_template, request, send_file
 
 from core import model_files
-from core.rollout import monitor
 from core.rollout import store as rollout_store
 from core.serving_client import ServingRequestError
 from core.training import ACTIVE
@@ -50,20 +49,19 @@ def models():
 
 def _rollout(db, settings) -> dict:
     """What the roll-out section shows (templates/admin/_rollout.html)."""
-    window = request.args.get("window", monitor.DEFAULT_WINDOW)
-    if window not in monitor.WINDOWS:
-        abort(400, f"window must be one of {', '.join(monitor.WINDOWS)}")
+    try:
+        shown = rollout.figures_for(db, settings, request.args.get("window"))
+    except rollout.BadWindow as exc:
+        abort(400, str(exc))
     stored = rollout_store.load(db)
     shadow = stored.state.shadow
-    return {"rollout": stored, "window": window, "windows": list(monitor.WINDOWS),
-            "figures": monitor.figures(db, monitor.since(window),
-                                       uncertain_below=settings.uncertain_below),
-            "comparison": rollout.comparison(db, stored,
-                                             uncertain_below=settings.uncertain_below),
-            "shadow_agreement": rollout.shadow_agreement(db, shadow) if shadow else {},
-            "events": rollout_store.events(db), "rules": settings.rollout,
-            "shadow_share": settings.rollout.shadow_share,
-            "auto_canary_share": settings.rollout.auto_canary_share}
+    return shown | {
+        "rollout": stored,
+        "comparison": rollout.comparison(db, stored, uncertain_below=settings.uncertain_below),
+        "shadow_agreement": rollout.shadow_agreement(db, shadow) if shadow else {},
+        "events": rollout_store.events(db), "rules": settings.rollout,
+        "shadow_share": settings.rollout.shadow_share,
+        "auto_canary_share": settings.rollout.auto_canary_share}
 
 
 @bp.get("/models/<int:version>/<name>")
