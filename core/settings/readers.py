@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 
 class SettingsError(ValueError):
@@ -24,14 +25,22 @@ def env_path(name: str, default: str) -> Path:
 
 
 def env_int(name: str, default: int, minimum: int = 1) -> int:
+    return _number(name, default, minimum, int, "a whole number")
+
+
+def env_number(name: str, default: float, minimum: float = 0.0) -> float:
+    return _number(name, default, minimum, float, "a number")
+
+
+def _number(name: str, default: Any, minimum: Any, kind: type, what: str) -> Any:
     raw = os.environ.get(name)
     if not raw:
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
-    if value < minimum:
+        raise SettingsError(f"{name} must be {what}, not {raw!r}") from None
+    if not value >= minimum:  # NaN too
         raise SettingsError(f"{name} must be at least {minimum}, not {value}")
     return value
 
@@ -73,19 +82,6 @@ def env_bool(name: str, default: bool) -> bool:
     if raw in ("0", "false", "no", "off"):
         return False
     raise SettingsError(f"{name} must be true or false, not {raw!r}")
-
-
-def env_number(name: str, default: float, minimum: float = 0.0) -> float:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, not {raw!r}") from None
-    if not value >= minimum:  # NaN too
-        raise SettingsError(f"{name} must be at least {minimum}, not {value}")
-    return value
 
 
 def env_text(name: str, default: str | None = None) -> str | None:

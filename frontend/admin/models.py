@@ -7,6 +7,7 @@ from __future__ import annotations
 from flask import abort, render_template, request, send_file
 
 from core import model_files
+from core.rollout import drift
 from core.rollout import store as rollout_store
 from core.serving_client import ServingRequestError
 from core.training import ACTIVE
@@ -60,6 +61,7 @@ def _rollout(db, settings) -> dict:
         "comparison": rollout.comparison(db, stored, uncertain_below=settings.uncertain_below),
         "shadow_agreement": rollout.shadow_agreement(db, shadow) if shadow else {},
         "events": rollout_store.events(db), "rules": settings.rollout,
+        "drift": drift.recent(db, settings),
         "shadow_share": settings.rollout.shadow_share,
         "auto_canary_share": settings.rollout.auto_canary_share}
 
