@@ -49,9 +49,22 @@ THIRD_PARTY_ENV = {
     "postgres": {"POSTGRES_USER", "POSTGRES_PASSWORD_FILE", "POSTGRES_DB", "PGDATA"},
     "nginx": template_variables(TEMPLATE.read_text()),
     "app": {"GUNICORN_CMD_ARGS"},  # gunicorn's extra flags
+    "prom/prometheus": set(),  # configured by its flags and prometheus.yml
+    # Grafana's GF_<SECTION>_<KEY> overrides of grafana.ini (and __FILE for a file's
+    # content), the ones the compose file sets.
+    "grafana/grafana": {"GF_SECURITY_ADMIN_USER", "GF_SECURITY_ADMIN_PASSWORD__FILE",
+                        "GF_SECURITY_COOKIE_SECURE", "GF_USERS_ALLOW_SIGN_UP",
+                        "GF_SERVER_ROOT_URL", "GF_SERVER_SERVE_FROM_SUB_PATH",
+                        "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH",
+                        "GF_ANALYTICS_REPORTING_ENABLED", "GF_ANALYTICS_CHECK_FOR_UPDATES"},
 }
 #: Files whose os.environ reads are the settings an app container may set.
-SETTINGS_READERS = ["core/settings.py", "gunicorn.conf.py", "frontend/commands.py"]
+SETTINGS_READERS = [*sorted(p.relative_to(ROOT).as_posix()
+                            for p in (ROOT / "core" / "settings").glob("*.py")),
+                    "gunicorn.conf.py", "frontend/commands.py"]
+#: core/settings/readers.py's readers, each called with the variable's name first.
+SETTINGS_READER_CALLS = ("get", "getenv", "env_path", "env_int", "env_fraction", "env_secret",
+                         "env_bool", "env_number", "env_text")
 APP_SETTINGS = ["APP_ENV", "SECRET_KEY", "DATABASE_URL", "REDIS_URL", "SERVING_URL",
                 "MODEL_NAME", "MODEL_BASE_PATH", "UPLOAD_DIR"]
 
@@ -295,11 +308,10 @@ def settings_names() -> set[str]:
                 func = node.func
                 called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
                 first = node.args[0]
-                readers = ("get", "getenv", "_path", "_int", "_fraction", "_secret", "_bool")
-                if called in readers and (
+                if called in SETTINGS_READER_CALLS and (
                         isinstance(first, ast.Constant) and isinstance(first.value, str)):
                     names.add(first.value)
-                    if called == "_secret":  # NAME, or the file NAME_FILE names
+                    if called == "env_secret":  # NAME, or the file NAME_FILE names
                         names.add(f"{first.value}_FILE")
     return {name for name in names if name.isupper()}
 
