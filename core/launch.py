@@ -63,16 +63,42 @@ class LaunchError(RuntimeError):
 
 def honcho_argv(settings: Settings, workers: int) -> list[str]:
     """honcho on the Procfile; the site first, so honcho gives it PORT itself."""
-    processes = ["web", "worker", "trainer", "serving"]
+    procfile, worker_names, concurrency = worker_processes(settings, workers)
+    processes = ["web", *worker_names, "trainer", "serving"]
     embedded_redis = not redis_answers(settings.redis_url)
     if embedded_redis:
         redis_argv(settings)  # fails here, before anything starts, if it cannot
         processes.append("redis")
     print(banner(settings, embedded_redis), flush=True)
     # --env: not the .env beside docker-compose.yml, which holds the stack's settings.
-    return [str(Path(sys.executable).parent / "honcho"), "start", "--procfile", str(PROCFILE),
-            "--app-root", str(ROOT), "--env", os.devnull,
-            "--concurrency", f"worker={workers}", *processes]
+    return [str(Path(sys.executable).parent / "honcho"), "start", "--procfile", str(procfile),
+            "--app-root", str(ROOT), "--env", os.devnull, *concurrency, *processes]
+
+
+def worker_processes(settings: Settings, workers: int) -> tuple[Path, list[str], list[str]]:
+    """The Procfile honcho reads, its worker processes and honcho's concurrency flags.
+
+    honcho runs every copy of a Procfile line with the same command, so workers
+    that each need a metrics port of their own (WORKER_METRICS_PORT, then the
+    ports after it) are lines of their own, worker1 to workerN, in a copy of
+    the Procfile written to var/; without worker metrics the Procfile's one
+    `worker` line runs `workers` times.
+    """
+    first = settings.monitoring.worker_metrics_port
+    if not first:
+        return PROCFILE, ["worker"], ["--concurrency", f"worker={workers}"]
+    if first + workers - 1 > 65535:
+        raise LaunchError(f"WORKER_METRICS_PORT={first} leaves no port for each of "
+                          f"{workers} workers")
+    lines = PROCFILE.read_text().splitlines()
+    [command] = [line.split(":", 1)[1].strip() for line in lines if line.startswith("worker:")]
+    names = [f"worker{i + 1}" for i in range(workers)]
+    kept = [line for line in lines if not line.startswith("worker:")]
+    written = [f"{name}: {command} --metrics-port {first + i}" for i, name in enumerate(names)]
+    procfile = ROOT / "var" / "Procfile.workers"
+    procfile.parent.mkdir(parents=True, exist_ok=True)
+    procfile.write_text("\n".join(kept + written) + "\n")
+    return procfile, names, []
 
 
 def web_port(settings: Settings) -> str:
@@ -87,10 +113,18 @@ def banner(settings: Settings, embedded_redis: bool) -> str:
         f"Serving:    {settings.serving_url}/v1/models/{settings.model_name}",
         f"Redis:      {redacted(settings.redis_url)}, {redis}",
         f"Database:   {redacted(settings.database_url)}",
+        f"Metrics:    http://{settings.web_bind}/metrics{_worker_metrics(settings)}",
         "First admin: in another terminal, make admin NAME=you (asks for a password)",
         "New version: make train, or drop a SavedModel into "
         f"{_shown(settings.model_dir)}/<N>/ (served within seconds)",
     ])
+
+
+def _worker_metrics(settings: Settings) -> str:
+    first = settings.monitoring.worker_metrics_port
+    if not first:
+        return " (workers' own: set WORKER_METRICS_PORT)"
+    return f", workers' from 127.0.0.1:{first} up"
 
 
 def serving_argv(settings: Settings) -> list[str]:

@@ -2,7 +2,8 @@
 
 Single uploads are taken before batch chunks (core/lifecycle/connections.py).
 
-    python -m worker              work until stopped (SIGTERM finishes the current job)
+    python -m worker              work until stopped (SIGTERM finishes the current job),
+                                  its Prometheus metrics on --metrics-port (WORKER_METRICS_PORT)
     python -m worker --burst      work until the queues are empty, then exit
     python -m worker sweep        enqueue lost records once, then exit
     python -m worker purge        delete the uploads past RETENTION_DAYS once, then exit
@@ -21,7 +22,7 @@ import worker.tasks  # noqa: F401  loaded once, not again in each forked job (--
 from core.credentials import redacted
 from core.lifecycle.connections import Connections
 from core.settings import SettingsError, get_settings
-from worker import retention, runner
+from worker import metrics, retention, runner
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true",
                         help="purge: count what would be deleted, delete nothing")
     parser.add_argument("--name", help="worker name shown in the admin statistics")
+    parser.add_argument("--metrics-port", type=_port, metavar="PORT",
+                        help="serve this worker's Prometheus metrics on PORT (default: "
+                             "WORKER_METRICS_PORT; 0: none); long-running workers only")
     parser.add_argument("--wait-for-redis", type=float, default=30.0, metavar="SECONDS",
                         help="how long to wait for Redis at start-up (it may be starting "
                              "beside the worker)")
@@ -61,9 +65,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "purge":
         return purge(settings, dry_run=args.dry_run)
+    port = settings.monitoring.worker_metrics_port if args.metrics_port is None \
+        else args.metrics_port
+    if port and not args.burst:
+        metrics.serve(settings, port, fork=args.fork)
     runner.work(settings, connection, burst=args.burst, fork=args.fork, name=args.name,
                 sweep_interval=args.sweep_interval)
     return 0
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535)")
+    return port
 
 
 def purge(settings, *, dry_run: bool) -> int:
