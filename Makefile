@@ -71,7 +71,7 @@ nginx:
 # docker-compose.yml's secrets, random and URL-safe. The folder keeps other users
 # of this host out; the files are world-readable because each container reads its
 # bind-mounted copy as its own non-root user.
-SECRET_FILES := secrets/secret_key secrets/postgres_password secrets/redis_password
+SECRET_FILES := secrets/secret_key secrets/postgres_password secrets/redis_password secrets/metrics_token secrets/grafana_admin_password
 
 secrets: $(SECRET_FILES)
 

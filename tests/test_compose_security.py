@@ -33,7 +33,8 @@ from tests.test_compose import (
 )
 
 #: Variables that would hold a secret in plain text; their _FILE forms are the way.
-PLAIN_SECRETS = {"SECRET_KEY", "POSTGRES_PASSWORD", "PGPASSWORD", "REDIS_PASSWORD"}
+PLAIN_SECRETS = {"SECRET_KEY", "POSTGRES_PASSWORD", "PGPASSWORD", "REDIS_PASSWORD", "METRICS_TOKEN",
+                 "GF_SECURITY_ADMIN_PASSWORD"}
 #: Official images that start as root and drop to a user of their own themselves.
 DROP_ROOT_THEMSELVES = {
     "postgres": "the entrypoint re-executes itself as postgres (gosu)",
