@@ -497,6 +497,40 @@ def webhook_receiver(statuses: list[int] | None = None) -> Iterator[WebhookRecei
         server.server_close()
 
 
+# --- metrics ---------------------------------------------------------------------------------
+
+def add_timed_answers(db: Database, version: int | None, role: str | None,
+                      seconds: list[float], *, minutes_ago: float = 1.0, **fields) -> int:
+    """Records `version` answered in `role`, created `minutes_ago`, the i-th one
+    finished `seconds[i]` after its upload with Serving's call taking a tenth of
+    that: done, "circle" at 0.9, from the page, unless `fields` say otherwise. No
+    image behind them (the figures read timestamps and scores). Returns how many."""
+    from datetime import timedelta
+
+    from core.db import Prediction, utcnow
+
+    created = utcnow() - timedelta(minutes=minutes_ago)
+    rows = [Prediction(**{"status": "done", "label": "circle", "confidence": 0.9,
+                          "model_version": version, "model_role": role, "source": "page",
+                          "filename": f"timed-{i}.jpg", "image_sha256": "0" * 64,
+                          "image_format": "jpg", "width": 64, "height": 48, "size_bytes": 100,
+                          "created_at": created, "started_at": created,
+                          "finished_at": created + timedelta(seconds=took),
+                          "serving_ms": took * 100} | fields)
+            for i, took in enumerate(seconds)]
+    with db.session() as opened:
+        opened.add_all(rows)
+    return len(rows)
+
+
+def scraped(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """A Prometheus scrape as {(sample name, its labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
 # --- ports and waiting -----------------------------------------------------------------------
 
 def free_port() -> int:
