@@ -147,8 +147,8 @@ def test_a_receiver_answering_500_gets_the_event_on_the_retry(env, monkeypatch) 
         with closing(Connections.from_settings(get_settings())) as conns:
             webhooks.notify(conns, "drift.alert", {"version": 1, "psi_class_mix": 0.4})
             registry = ScheduledJobRegistry(queue=conns.queue)
-            run_worker()  # the first attempt: 500
-            assert len(receiver.received) == 1
+            worked = run_worker()  # the first attempt: 500
+            assert len(receiver.received) == 1, worked.stderr[-3000:]
             [job_id] = registry.get_job_ids()  # RQ's retry, due after the first interval
             due = registry.get_scheduled_time(job_id).timestamp()
             assert 0 < due - time.time() <= webhooks.RETRY_INTERVALS[0]
@@ -170,8 +170,9 @@ def test_a_receiver_that_is_down_keeps_the_event_for_the_retries(env, monkeypatc
     configure(monkeypatch, url)
     with closing(Connections.from_settings(get_settings())) as conns:
         webhooks.notify(conns, "drift.alert", {"version": 1})
-        run_worker()
+        worked = run_worker()
         registry = ScheduledJobRegistry(queue=conns.queue)
+        assert len(registry.get_job_ids()) == 1, worked.stderr[-3000:]
         [job_id] = registry.get_job_ids()
         job = Job.fetch(job_id, connection=conns.redis)
         assert job.retries_left == len(webhooks.RETRY_INTERVALS) - 1
